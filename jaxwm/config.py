@@ -1,0 +1,149 @@
+"""Run configuration: the defaults every config file starts from, and their validation.
+
+Config files in ``configs/`` call :func:`defaults` and change what their experiment needs; the
+command line overrides any field (``--config.train.epochs=5``). :func:`validate` then checks
+every field against the defaults -- unknown names (with a suggestion), wrong types and values out
+of range fail before any work starts, naming the field.
+
+Configs are for runs (``launch.py``); the library functions take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+MODES = ("train", "embed", "verify", "pipeline")
+
+
+class ConfigError(ValueError):
+    """A config field is unknown, ill-typed or out of range."""
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """The complete set of fields, with defaults suited to the embedded ``digits`` demo."""
+    c = ml_collections.ConfigDict()
+    c.mode = "train"
+    c.seed = 0
+    c.progress = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "digits"  # digits | synthetic[:k=v,...] | folder:<dir or tar> | tfds:<name>
+    c.data.cache_dir = ""  # "" = $JAXWM_CACHE_DIR or ~/.cache/jaxwm
+    c.data.tfds_data_dir = ""
+
+    c.model = ml_collections.ConfigDict()
+    c.model.stage_sizes = (2, 2, 2, 2)  # ResNet18
+    c.model.widths = (64, 128, 256, 512)
+    c.model.dtype = "float32"  # bfloat16 on GPU/TPU: bf16 compute, fp32 parameters
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 10
+    c.train.batch_size = 128
+    c.train.peak_lr = 0.1
+    c.train.warmup_epochs = 1.0
+    c.train.schedule = "cosine"  # cosine | linear | constant
+    c.train.optimizer = "sgd"  # sgd (Nesterov) | adamw
+    c.train.momentum = 0.9
+    c.train.nesterov = True
+    c.train.weight_decay = 5e-4
+    c.train.label_smoothing = 0.0
+    c.train.crop_pad = 4  # random-crop padding in pixels; 0 disables
+    c.train.flip = True  # horizontal flips (off for digits)
+    c.train.steps_per_call = 0  # steps per jitted call; 0 = one call per epoch
+    c.train.eval_every = 1  # epochs; 0 = only at the end
+    c.train.checkpoint_every = 1  # epochs
+    return c
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, ml_collections.ConfigDict | dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, tuple | list):
+        if not isinstance(value, tuple | list):
+            return False
+        kinds = {type(x) for x in default}
+        return all(any(_type_ok(k(), x) for k in kinds) for x in value) if kinds else True
+    return isinstance(value, type(default))
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _nonneg(v: Any) -> bool:
+    return v >= 0
+
+
+# (field, check, what a valid value is)
+_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("mode", lambda v: v in MODES, f"one of {MODES}"),
+    ("model.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32|bfloat16|float16"),
+    ("model.stage_sizes", lambda v: len(v) > 0 and all(x > 0 for x in v), "positive block counts"),
+    ("model.widths", lambda v: len(v) > 0 and all(x > 0 for x in v), "positive channel counts"),
+    ("train.epochs", _positive, "> 0"),
+    ("train.batch_size", _positive, "> 0"),
+    ("train.peak_lr", _positive, "> 0"),
+    ("train.warmup_epochs", _nonneg, ">= 0"),
+    ("train.schedule", lambda v: v in ("cosine", "linear", "constant"), "cosine|linear|constant"),
+    ("train.optimizer", lambda v: v in ("sgd", "adamw"), "sgd|adamw"),
+    ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.weight_decay", _nonneg, ">= 0"),
+    ("train.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.crop_pad", _nonneg, ">= 0"),
+    ("train.steps_per_call", _nonneg, ">= 0 (0 = whole epoch)"),
+    ("train.eval_every", _nonneg, ">= 0"),
+    ("train.checkpoint_every", _positive, "> 0"),
+]
+
+def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict | None = None):
+    """Checks ``cfg`` against ``reference`` (default: :func:`defaults`) field by field.
+
+    Raises:
+      ConfigError: naming the first unknown, ill-typed or out-of-range field.
+    """
+    ref = _flatten(reference if reference is not None else defaults())
+    got = _flatten(cfg)
+    for name, value in got.items():
+        if name not in ref:
+            close = difflib.get_close_matches(name, list(ref), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config field {name!r}{hint}")
+        if not _type_ok(ref[name], value):
+            raise ConfigError(
+                f"config field {name!r} must be of type {type(ref[name]).__name__} like "
+                f"{ref[name]!r}, got {value!r} ({type(value).__name__})"
+            )
+    for name in ref:
+        if name not in got:
+            raise ConfigError(f"config field {name!r} is missing; start configs from defaults()")
+    for name, check, want in _CHECKS:
+        if name in got and not check(got[name]):
+            raise ConfigError(f"config field {name!r} must be {want}, got {got[name]!r}")
+    if len(got["model.stage_sizes"]) != len(got["model.widths"]):
+        raise ConfigError("config fields 'model.stage_sizes' and 'model.widths' must have equal length")
+    return cfg

@@ -1,0 +1,148 @@
+"""Config-driven runs behind ``launch.py``: one function per ``mode``.
+
+This is the only layer that reads a ConfigDict; it translates fields into the explicit arguments
+of the library functions and writes results into the run directory:
+
+* ``metrics.jsonl`` -- one JSON line per epoch (loss, accuracies, images/s, wall time);
+* ``checkpoints/`` -- resumable training state;
+* ``model/`` -- the final model with ``meta.json`` (config, dataset, metrics);
+* ``results.json`` -- the run's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from jaxwm import checkpoint, config, data, loop, models
+
+log = logging.getLogger(__name__)
+
+
+def load_data(cfg: ml_collections.ConfigDict) -> data.Dataset:
+    """Loads the dataset named by ``cfg.data``."""
+    return data.load_dataset(
+        cfg.data.source,
+        cache_dir=cfg.data.cache_dir or None,
+        tfds_data_dir=cfg.data.tfds_data_dir or None,
+    )
+
+
+def to_arrays(ds: data.Dataset) -> loop.Arrays:
+    """The dataset's arrays and normalisation, ready for :func:`jaxwm.loop.fit`."""
+    return loop.Arrays(
+        ds.train_images,
+        ds.train_labels,
+        ds.test_images,
+        ds.test_labels,
+        tuple(ds.mean),
+        tuple(ds.std),
+        ds.num_classes,
+    )
+
+
+def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> models.Model:
+    """The ResNet described by ``cfg.model``."""
+    return models.resnet(
+        num_classes,
+        stage_sizes=tuple(cfg.model.stage_sizes),
+        widths=tuple(cfg.model.widths),
+        dtype=cfg.model.dtype,
+    )
+
+
+def hparams(section: ml_collections.ConfigDict) -> loop.Hparams:
+    """Maps a ``train``-like config section onto :class:`jaxwm.loop.Hparams`."""
+    fields = loop.Hparams.__dataclass_fields__
+    return loop.Hparams(**{k: section[k] for k in fields if k in section})
+
+
+def environment() -> dict[str, Any]:
+    """Device and library versions, recorded with every result."""
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    return {
+        "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    tmp.replace(path)
+
+
+def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Mode ``train``: trains the (victim) model and saves it to ``workdir/model``."""
+    t0 = time.perf_counter()
+    ds = load_data(cfg)
+    model = build_model(cfg, ds.num_classes)
+    print(
+        f"data: {ds.name} train {ds.train_images.shape} test {ds.test_images.shape} "
+        f"{ds.num_classes} classes | model: {model.name} | device: {environment()['device']}",
+        file=sys.stderr,
+    )
+    result = loop.fit(
+        model.init,
+        model.apply,
+        to_arrays(ds),
+        hparams(cfg.train),
+        seed=cfg.seed,
+        workdir=workdir,
+        progress=cfg.progress,
+        desc="train",
+    )
+    ts = result.state
+    summary = {
+        "mode": "train",
+        "dataset": ds.name,
+        "num_classes": ds.num_classes,
+        "test_accuracy": result.test_accuracy,
+        "epochs": cfg.train.epochs,
+        "params": models.count_params(ts.params),
+        "wall_s": time.perf_counter() - t0,
+        "history": result.history,
+        "environment": environment(),
+    }
+    meta = {
+        "config": cfg.to_dict(),
+        "dataset": {"name": ds.name, "source": cfg.data.source, "class_names": ds.class_names},
+        "normalization": {"mean": ds.mean, "std": ds.std},
+        "metrics": {k: v for k, v in summary.items() if k != "history"},
+    }
+    checkpoint.save_model(workdir, jax.device_get(ts.params), jax.device_get(ts.state), meta)
+    write_json(workdir / "results.json", summary)
+    print(
+        f"test accuracy {100 * result.test_accuracy:.2f}% after {cfg.train.epochs} epochs "
+        f"({summary['wall_s']:.0f} s); model saved to {workdir / 'model'}"
+    )
+    return summary
+
+
+_MODES = {"train": run_train}
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
+    config.validate(cfg)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    if cfg.mode not in _MODES:
+        raise config.ConfigError(f"mode {cfg.mode!r} is not available yet; use one of {list(_MODES)}")
+    return _MODES[cfg.mode](cfg, workdir)

@@ -1,0 +1,259 @@
+"""The host-side training loop: epochs of jitted chunks, progress, JSON-lines metrics, resume.
+
+The loop never waits for the device between chunks: it dispatches chunk ``i + 1`` before it
+reads chunk ``i``'s metrics, so host bookkeeping overlaps device work.
+
+Example:
+  >>> result = fit(model, tx, arrays, hp, workdir="runs/demo")
+  >>> result.test_accuracy
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxwm import checkpoint, train
+
+log = logging.getLogger(__name__)
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrays:
+    """A dataset as arrays (host numpy or on device): uint8 NHWC images, int32 labels."""
+
+    train_images: Any
+    train_labels: Any
+    test_images: Any
+    test_labels: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+
+    def on_device(self) -> Arrays:
+        """The same arrays, resident on the default device (transferred once)."""
+        put = jax.device_put
+        return dataclasses.replace(
+            self,
+            train_images=put(np.asarray(self.train_images, np.uint8)),
+            train_labels=put(np.asarray(self.train_labels, np.int32)),
+            test_images=put(np.asarray(self.test_images, np.uint8)),
+            test_labels=put(np.asarray(self.test_labels, np.int32)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Training hyper-parameters (explicit values; configs map onto these)."""
+
+    epochs: int
+    batch_size: int
+    peak_lr: float = 0.1
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    crop_pad: int = 4
+    flip: bool = True
+    steps_per_call: int = 0
+    eval_every: int = 1
+    checkpoint_every: int = 1
+
+
+def epoch_geometry(n: int, batch_size: int, steps_per_call: int) -> tuple[int, int]:
+    """``(chunk_steps, chunks_per_epoch)`` for ``n`` examples.
+
+    An epoch is ``n // batch_size`` steps (the remainder of the shuffled order is dropped),
+    rounded down to whole chunks of ``steps_per_call`` (0 = the whole epoch in one call).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} training examples; lower it"
+        )
+    chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
+    return chunk, steps // chunk
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    state: train.TrainState
+    test_accuracy: float
+    history: list[dict]
+    wall_s: float
+
+
+def _write_jsonl(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def fit(
+    model_init: Callable,
+    model_apply: Callable,
+    arrays: Arrays,
+    hp: Hparams,
+    *,
+    seed: int = 0,
+    workdir: str | os.PathLike | None = None,
+    mask: PyTree | None = None,
+    init_state: train.TrainState | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
+    """Trains a model on ``arrays``, resuming from ``workdir/checkpoints`` when present.
+
+    Args:
+      model_init, model_apply: The model's pure functions (see :mod:`jaxwm.models`).
+      arrays: The dataset (moved to the device here if it is not there yet).
+      hp: Hyper-parameters.
+      seed: Seeds initialisation, shuffling and augmentation; same seed, same result.
+      workdir: Run directory for ``metrics.jsonl`` and ``checkpoints/``; None keeps nothing.
+      mask: Optional trainable mask (see :mod:`jaxwm.partition`); None trains everything.
+      init_state: Start from these params/state instead of a fresh initialisation.
+      progress: Show a progress bar (on stderr).
+      desc: Progress-bar label.
+
+    Returns:
+      A :class:`FitResult` with the final state and test accuracy.
+    """
+    from jaxwm import partition
+
+    t0 = time.perf_counter()
+    arrays = arrays.on_device() if isinstance(arrays.train_images, np.ndarray) else arrays
+    n = int(arrays.train_images.shape[0])
+    chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
+    steps_per_epoch = chunk * n_chunks
+    total = hp.epochs * steps_per_epoch
+    tx = train.make_optimizer(
+        peak_lr=hp.peak_lr,
+        total_steps=total,
+        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
+        schedule=hp.schedule,
+        optimizer=hp.optimizer,
+        momentum=hp.momentum,
+        nesterov=hp.nesterov,
+        weight_decay=hp.weight_decay,
+    )
+    if mask is not None:
+        tx = partition.masked(tx, mask)
+    sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
+    ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)
+    if init_state is not None:
+        ts = ts._replace(params=init_state.params, state=init_state.state)
+    step = train.make_train_step(
+        model_apply,
+        tx,
+        arrays.mean,
+        arrays.std,
+        mask=mask,
+        label_smoothing=hp.label_smoothing,
+        crop_pad=hp.crop_pad,
+        flip=hp.flip,
+    )
+    run = train.make_train_chunk(step, hp.batch_size, chunk)
+    evaluate = train.make_eval(model_apply, arrays.mean, arrays.std)
+
+    ckpt, metrics_path, start_epoch, history = None, None, 0, []
+    if workdir is not None:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        metrics_path = workdir / "metrics.jsonl"
+        ckpt = checkpoint.Checkpointer(workdir / "checkpoints")
+        if ckpt.latest_step() is not None:
+            ts, meta = ckpt.restore(ts)
+            start_epoch = int(meta["epoch"])
+            history = list(meta.get("history", []))
+            log.info("resumed from %s at epoch %d", ckpt.directory, start_epoch)
+            print(f"resuming {desc} from epoch {start_epoch}/{hp.epochs}", file=sys.stderr)
+
+    data_key = jax.random.key(seed + 1)
+    bar = tqdm(
+        total=total,
+        initial=start_epoch * steps_per_epoch,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    acc = float("nan")
+    for epoch in range(start_epoch, hp.epochs):
+        t_epoch = time.perf_counter()
+        bar.set_description(f"{desc} {epoch + 1}/{hp.epochs}")
+        perm = train.epoch_permutation(data_key, n, epoch)
+        pending, sums = None, None
+        for c in range(n_chunks):
+            ts, m = run(ts, arrays.train_images, arrays.train_labels, perm, c * chunk * hp.batch_size)
+            if pending is not None:  # read the previous chunk while this one runs
+                sums = _accumulate(sums, pending, bar, chunk, hp.batch_size, t_epoch)
+            pending = m
+        sums = _accumulate(sums, pending, bar, chunk, hp.batch_size, t_epoch)
+        dt = time.perf_counter() - t_epoch
+        row = {
+            "epoch": epoch + 1,
+            "step": int(ts.step),
+            "loss": sums["loss_sum"] / sums["count"],
+            "train_acc": sums["correct"] / sums["count"],
+            "img_per_s": sums["count"] / dt,
+            "epoch_s": dt,
+            "wall_s": time.perf_counter() - t0,
+        }
+        last = epoch + 1 == hp.epochs
+        if last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0):
+            acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+            row["test_acc"] = acc
+            if progress:
+                bar.write(
+                    f"{desc} epoch {epoch + 1}/{hp.epochs}: loss {row['loss']:.4f} "
+                    f"train {row['train_acc']:.4f} test {acc:.4f} ({row['img_per_s']:,.0f} img/s)",
+                    file=sys.stderr,
+                )
+        history.append(row)
+        if metrics_path is not None:
+            _write_jsonl(metrics_path, row)
+        if ckpt is not None and (last or (epoch + 1) % max(hp.checkpoint_every, 1) == 0):
+            # A host copy: the next chunk donates ``ts``'s device buffers while orbax writes.
+            ckpt.save(epoch + 1, jax.device_get(ts), {"epoch": epoch + 1, "history": history})
+        log.info("%s epoch %d: %s", desc, epoch + 1, row)
+    bar.close()
+    if ckpt is not None:
+        ckpt.close()
+    if math.isnan(acc):  # resumed after the last epoch: evaluate the restored state
+        acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+    return FitResult(ts, acc, history, time.perf_counter() - t0)
+
+
+def _accumulate(sums, m, bar, chunk, batch_size, t_epoch) -> dict:
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    sums = m if sums is None else {k: sums[k] + m[k] for k in sums}
+    bar.update(chunk)
+    dt = max(time.perf_counter() - t_epoch, 1e-9)
+    bar.set_postfix(
+        loss=f"{sums['loss_sum'] / sums['count']:.3f}",
+        acc=f"{sums['correct'] / sums['count']:.3f}",
+        img_s=f"{sums['count'] / dt:,.0f}",
+        refresh=False,
+    )
+    return sums

@@ -1,0 +1,313 @@
+"""Pure, jitted training and evaluation steps over plain pytrees.
+
+The whole dataset lives on the accelerator as uint8; batches are gathered, augmented (random
+crop + flip) and normalised inside jit, and several steps run in one ``lax.scan`` so the host
+never waits on the device between steps. Metrics come back as summed device scalars that the
+caller fetches when it wants (after dispatching the next chunk), so there is no per-step sync.
+
+Everything here depends on jax/optax only and takes the model as its ``apply`` function (see
+:mod:`jaxwm.models` for the contract), so any JAX network can be trained with it.
+
+Example:
+  >>> model = models.resnet(10, stage_sizes=(1, 1), widths=(8, 16))
+  >>> tx = make_optimizer(peak_lr=0.1, total_steps=100)
+  >>> ts = init_train_state(model.init, tx, jax.random.key(0), x_train[:1])
+  >>> step = make_train_step(model.apply, tx, mean, std)
+  >>> run = make_train_chunk(step, batch_size=64, chunk_steps=10)
+  >>> ts, metrics = run(ts, x_train, y_train, perm, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxwm import partition
+
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries between steps: a plain pytree.
+
+    Attributes:
+      params: Trainable parameters.
+      state: Non-trainable model state (BatchNorm statistics).
+      opt_state: Optimizer state.
+      step: Scalar int32 step counter (drives the learning-rate schedule).
+      rng: Raw ``uint32[2]`` key data (``jax.random.key_data``), so checkpoints stay plain arrays.
+    """
+
+    params: PyTree
+    state: PyTree
+    opt_state: PyTree
+    step: jax.Array
+    rng: jax.Array
+
+
+def lr_schedule(
+    peak_lr: float,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    kind: str = "cosine",
+    final_fraction: float = 0.0,
+) -> optax.Schedule:
+    """Learning-rate schedule: linear warm-up, then ``cosine``/``linear`` decay or ``constant``.
+
+    Args:
+      peak_lr: Learning rate reached after warm-up.
+      total_steps: Length of the run in optimizer steps (must be >= 1).
+      warmup_steps: Linear warm-up from 0 (clipped to ``total_steps``).
+      kind: "cosine", "linear" (one-cycle-like triangle) or "constant".
+      final_fraction: Final learning rate as a fraction of ``peak_lr`` for the decaying kinds.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    warmup_steps = min(max(warmup_steps, 0), total_steps)
+    decay = total_steps - warmup_steps
+    end = peak_lr * final_fraction
+    if kind == "constant":
+        after = optax.constant_schedule(peak_lr)
+    elif kind == "cosine":
+        after = optax.cosine_decay_schedule(peak_lr, max(decay, 1), alpha=final_fraction)
+    elif kind == "linear":
+        after = optax.linear_schedule(peak_lr, end, max(decay, 1))
+    else:
+        raise ValueError(f"schedule kind must be 'cosine', 'linear' or 'constant', got {kind!r}")
+    if warmup_steps == 0:
+        return after
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak_lr, warmup_steps), after], [warmup_steps]
+    )
+
+
+def make_optimizer(
+    *,
+    peak_lr: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    schedule: str = "cosine",
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+) -> optax.GradientTransformation:
+    """SGD (Nesterov) or AdamW with decoupled weight decay on kernels only.
+
+    Weight decay skips 1-D leaves (biases, BatchNorm scale/shift), the usual choice for ResNets.
+    Wrap the result with :func:`jaxwm.partition.masked` to freeze parameters.
+    """
+    sched = lr_schedule(peak_lr, total_steps, warmup_steps=warmup_steps, kind=schedule)
+
+    def decay_mask(params: PyTree) -> PyTree:
+        return jax.tree.map(lambda p: p.ndim > 1, params)
+
+    if optimizer == "sgd":
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            optax.sgd(sched, momentum=momentum or None, nesterov=nesterov and momentum > 0),
+        )
+    if optimizer == "adamw":
+        return optax.adamw(sched, weight_decay=weight_decay, mask=decay_mask)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+
+
+def init_train_state(
+    init_fn: Callable[[jax.Array, jax.Array], tuple[PyTree, PyTree]],
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sample: jax.Array,
+) -> TrainState:
+    """Initialises parameters, model state and optimizer state.
+
+    Args:
+      init_fn: ``init(key, sample_images) -> (params, state)``.
+      tx: The (possibly masked) optimizer.
+      key: PRNG key (new-style or raw).
+      sample: A batch of normalised images with the right H, W, C (values unused).
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    k_init, k_run = jax.random.split(key)
+    params, state = init_fn(k_init, jnp.asarray(sample, jnp.float32))
+    return TrainState(
+        params, state, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key_data(k_run)
+    )
+
+
+def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """uint8 NHWC -> float32, ``(x / 255 - mean) / std`` per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def augment(key: jax.Array, images: jax.Array, *, crop_pad: int = 4, flip: bool = True) -> jax.Array:
+    """Random crop (after reflect padding) and horizontal flip, per image, inside jit.
+
+    Works on uint8 or float NHWC batches; ``crop_pad=0`` and ``flip=False`` is the identity.
+    """
+    n, h, w, _ = images.shape
+    k_crop, k_flip = jax.random.split(key)
+    if crop_pad > 0:
+        p = crop_pad
+        padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+        offs = jax.random.randint(k_crop, (n, 2), 0, 2 * p + 1)
+        # Crop = two one-hot matmul-free gathers: shift rows, then columns, by per-image offsets.
+        rows = offs[:, 0, None] + jnp.arange(h)[None, :]
+        cols = offs[:, 1, None] + jnp.arange(w)[None, :]
+        images = jnp.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        images = jnp.take_along_axis(images, cols[:, None, :, None], axis=2)
+    if flip:
+        do_flip = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+        images = jnp.where(do_flip, images[:, :, ::-1], images)
+    return images
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy with optional label smoothing, in float32."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+    if label_smoothing:
+        onehot = optax.smooth_labels(onehot, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot).mean()
+
+
+def make_train_step(
+    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
+    tx: optax.GradientTransformation,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    mask: PyTree | None = None,
+    label_smoothing: float = 0.0,
+    crop_pad: int = 4,
+    flip: bool = True,
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds one SGD step ``step(ts, images_u8, labels) -> (ts, metrics)`` (not yet jitted).
+
+    Args:
+      apply_fn: Model apply (see :mod:`jaxwm.models` for the contract).
+      tx: Optimizer; when ``mask`` is given it must be ``partition.masked(base, mask)``.
+      mean, std: Per-channel normalisation in [0, 1] units.
+      mask: Boolean pytree like ``params``; False leaves are frozen: they are not differentiated
+        (XLA skips the frozen prefix's backward pass), keep bit-identical values, and the
+        stateful layers under them run in inference mode with their statistics restored.
+      label_smoothing: Label smoothing for the cross-entropy.
+      crop_pad, flip: Augmentation (``crop_pad=0, flip=False`` disables it).
+
+    Returns:
+      The step. Metrics are sums over the batch: ``loss_sum``, ``correct``, ``count``.
+    """
+    frozen = partition.frozen_modules(mask) if mask is not None else ()
+
+    def step(ts: TrainState, images: jax.Array, labels: jax.Array):
+        key = jax.random.fold_in(jax.random.wrap_key_data(ts.rng), ts.step)
+        x = normalize(augment(key, images, crop_pad=crop_pad, flip=flip), mean, std)
+        if mask is None:
+            trainable, fixed = ts.params, None
+        else:
+            trainable, fixed = partition.split(ts.params, mask)
+
+        def loss_fn(tp):
+            p = tp if mask is None else partition.merge(tp, fixed, mask)
+            logits, new_state = apply_fn(p, ts.state, x, train=True, frozen=frozen)
+            return cross_entropy(logits, labels, label_smoothing), (logits, new_state)
+
+        (loss, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        if mask is not None:
+            grads = partition.fill_frozen(grads, ts.params, mask)
+            keep = partition.state_mask(new_state, frozen)
+            new_state = jax.tree.map(lambda k, o, n: o if k else n, keep, ts.state, new_state)
+        updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
+        if mask is None:
+            params = optax.apply_updates(ts.params, updates)
+        else:
+            # Frozen leaves are passed through untouched (not "+ 0"), so they stay bit-identical.
+            params = jax.tree.map(
+                lambda m, p, u: (p + u).astype(p.dtype) if m else p, mask, ts.params, updates
+            )
+        metrics = {
+            "loss_sum": loss * labels.shape[0],
+            "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
+            "count": jnp.asarray(labels.shape[0], jnp.int32),
+        }
+        return TrainState(params, new_state, opt_state, ts.step + 1, ts.rng), metrics
+
+    return step
+
+
+def make_train_chunk(
+    step: Callable, batch_size: int, chunk_steps: int
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
+    """Jits ``chunk_steps`` steps in one ``lax.scan`` over batches taken from a permutation.
+
+    Returns ``run(ts, images, labels, perm, start) -> (ts, metrics)``: batch ``i`` of the chunk
+    is ``images[perm[start + i * batch_size : ...]]``. ``ts`` is donated; the dataset is not.
+    ``start`` is traced, so every chunk of every epoch reuses one compilation.
+    """
+
+    def run(ts, images, labels, perm, start):
+        def body(ts, i):
+            idx = jax.lax.dynamic_slice_in_dim(perm, start + i * batch_size, batch_size)
+            return step(ts, images[idx], labels[idx])
+
+        ts, metrics = jax.lax.scan(body, ts, jnp.arange(chunk_steps))
+        return ts, jax.tree.map(jnp.sum, metrics)
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+def epoch_permutation(key: jax.Array, n: int, epoch: int) -> jax.Array:
+    """Shuffled indices for ``epoch``: a function of (key, epoch) only, so resuming repeats it."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+
+
+def make_eval(
+    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 1000,
+) -> Callable[[PyTree, PyTree, jax.Array, jax.Array], jax.Array]:
+    """``evaluate(params, state, images_u8, labels) -> accuracy`` (jitted, inference mode).
+
+    The set is padded to whole batches inside jit and padded rows are masked, so any size works
+    and each distinct set shape compiles once.
+    """
+
+    def evaluate(params, state, images, labels):
+        n = images.shape[0]
+        nb = -(-n // batch_size)
+        pad = nb * batch_size - n
+        xs = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+        ys = jnp.pad(labels, (0, pad), constant_values=-1)
+        xs = xs.reshape(nb, batch_size, *images.shape[1:])
+        ys = ys.reshape(nb, batch_size)
+
+        def body(total, batch):
+            x, y = batch
+            logits, _ = apply_fn(params, state, normalize(x, mean, std), train=False)
+            return total + jnp.sum(jnp.argmax(logits, -1) == y), None
+
+        correct, _ = jax.lax.scan(body, jnp.zeros((), jnp.int32), (xs, ys))
+        return correct / n
+
+    return jax.jit(evaluate)
+
+
+def make_predict(
+    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Callable[[PyTree, PyTree, jax.Array], jax.Array]:
+    """``predict(params, state, images_u8) -> logits`` (jitted, inference mode)."""
+
+    def predict(params, state, images):
+        return apply_fn(params, state, normalize(images, mean, std), train=False)[0]
+
+    return jax.jit(predict)

@@ -1,0 +1,41 @@
+"""jaxwm command line: train, embed, attack and verify watermarked models from a config file.
+
+Usage:
+  python launch.py --config=configs/demo.py [--workdir=runs/demo] [--config.train.epochs=3]
+
+The config's ``mode`` picks the job; see README.md for the configs and their fields.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxwm import experiments
+from jaxwm.checkpoint import CheckpointError
+from jaxwm.config import ConfigError
+from jaxwm.data import DatasetError
+from jaxwm.partition import PatternError
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+
+# Errors a user can fix: print the message, not a traceback.
+_USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PatternError)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    config_path = flags.FLAGS["config"].config_filename.split(":")[0]
+    workdir = _WORKDIR.value or str(Path("runs") / Path(config_path).stem)
+    try:
+        experiments.run(_CONFIG.value, workdir)
+    except _USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
