@@ -1,0 +1,237 @@
+"""Tests for jaxwm.verify: exact binomial p-values, null thresholds, verdicts, batching."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from jaxwm.verify import (
+    DEFAULT_ALPHA,
+    Verdict,
+    VerificationError,
+    binomial_log_pvalue,
+    binomial_pvalue,
+    null_threshold,
+    predict_labels,
+    retention,
+    verify_predictions,
+)
+
+# (k, n, p): small and large n, both tails, tiny p-values, k = n, k = 0, extreme p.
+_PVALUE_CASES = [
+    (0, 10, 0.1),
+    (1, 10, 0.1),
+    (5, 10, 0.5),
+    (10, 10, 0.1),
+    (1, 1, 0.5),
+    (3, 7, 0.3),
+    (1, 3, 0.3),
+    (9, 100, 0.1),
+    (10, 100, 0.1),
+    (11, 100, 0.1),
+    (21, 100, 0.1),
+    (86, 100, 0.1),
+    (25, 100, 0.01),
+    (100, 100, 0.01),  # 1e-200
+    (17, 20, 0.05),
+    (60, 1000, 0.1),
+    (150, 1000, 0.1),
+    (2, 100000, 0.5),
+    (49500, 100000, 0.5),
+    (50000, 100000, 0.5),
+    (50001, 100000, 0.5),
+    (50500, 100000, 0.5),
+    (9500, 100000, 0.1),
+    (10500, 100000, 0.1),
+    (11000, 100000, 0.1),
+    (30, 100000, 1e-4),
+    (2, 100000, 1e-6),
+    (1, 5, 1e-12),
+    (99990, 100000, 0.9999),
+    (100000, 100000, 0.9999),
+    (1500, 100000, 0.01),
+]
+
+
+@pytest.mark.parametrize(("k", "n", "p"), _PVALUE_CASES)
+def test_binomial_pvalue_matches_scipy(k, n, p):
+    stats = pytest.importorskip("scipy.stats")
+    expected = stats.binomtest(k, n, p, alternative="greater").pvalue
+    assert expected > 0.0  # the table stays above float underflow
+    assert binomial_pvalue(k, n, p) == pytest.approx(expected, rel=1e-9, abs=0.0)
+
+
+def test_binomial_pvalue_edges():
+    assert binomial_pvalue(0, 100, 0.1) == 1.0
+    assert binomial_pvalue(-5, 100, 0.1) == 1.0
+    assert binomial_pvalue(0, 0, 0.3) == 1.0
+    assert binomial_pvalue(11, 10, 0.5) == 0.0
+    assert binomial_pvalue(1, 10, 0.0) == 0.0
+    assert binomial_pvalue(10, 10, 1.0) == 1.0
+    assert binomial_pvalue(100, 100, 0.5) == pytest.approx(2.0**-100, rel=1e-12)
+    # Log form stays finite where the p-value itself underflows.
+    assert binomial_pvalue(2000, 2000, 0.1) == 0.0
+    assert binomial_log_pvalue(2000, 2000, 0.1) == pytest.approx(2000 * math.log(0.1), rel=1e-12)
+    for bad in [(1.5, 10, 0.1), (1, -1, 0.1), (1, 10, 1.5), (True, 10, 0.1)]:
+        with pytest.raises(VerificationError):
+            binomial_pvalue(*bad)
+
+
+def test_binomial_pvalue_monotone_in_k():
+    values = [binomial_pvalue(k, 200, 0.1) for k in range(0, 201)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_retention():
+    assert retention(np.array([1, 2, 3, 0]), np.array([1, 2, 0, 0])) == 0.75
+    assert retention([0, 0], [1, 1]) == 0.0
+    with pytest.raises(VerificationError, match="shape"):
+        retention(np.zeros(3, int), np.zeros(4, int))
+    with pytest.raises(VerificationError, match="predicted"):
+        retention(np.zeros((3, 10)), np.zeros(3, int))
+    with pytest.raises(VerificationError, match="labels"):
+        retention(np.zeros(3, int), np.zeros(3, float))
+    with pytest.raises(VerificationError, match="empty"):
+        retention(np.zeros(0, int), np.zeros(0, int))
+
+
+@pytest.mark.parametrize(
+    ("nulls", "fpr", "expected"),
+    [
+        ([0.1] * 18 + [0.2, 0.3], 0.05, 0.2),  # m=20: one may exceed -> 2nd largest
+        ([0.1] * 19 + [0.3], 0.05, 0.1),  # ties: 19 at 0.1, only 0.3 lies above
+        (list(np.linspace(0.0, 0.99, 100)), 0.05, 0.94),  # 5 of 100 above 0.94
+        (list(np.linspace(0.0, 0.99, 100)), 0.1, 0.89),
+        ([0.12, 0.08, 0.15], 0.05, 0.15 + 0.05),  # too few models: max + margin
+        ([0.3], 0.5, 0.35),
+        ([0.1, 0.2], 0.5, 0.1),  # m * fpr = 1
+    ],
+)
+def test_null_threshold_table(nulls, fpr, expected):
+    thr = null_threshold(nulls, fpr)
+    assert thr == pytest.approx(expected, abs=1e-12)
+    above = np.mean(np.asarray(nulls) > thr)
+    assert above <= fpr + 1e-12
+
+
+def test_null_threshold_margin_and_errors():
+    assert null_threshold([0.1, 0.2], 0.05, margin=0.0) == 0.2
+    assert null_threshold([0.1, 0.2], 0.05, margin=0.1) == pytest.approx(0.3)
+    for nulls, fpr, field in [
+        ([], 0.05, "empty"),
+        ([0.1], 0.0, "fpr"),
+        ([0.1], 1.0, "fpr"),
+        ([0.1, 1.5], 0.05, "null_retentions"),
+        ([float("nan")], 0.05, "null_retentions"),
+    ]:
+        with pytest.raises(VerificationError, match=field):
+            null_threshold(nulls, fpr)
+    with pytest.raises(VerificationError, match="margin"):
+        null_threshold([0.1], 0.05, margin=-0.1)
+
+
+def _preds(labels, agree, num_classes, seed=0):
+    """Predictions agreeing with labels on the first `agree` entries only."""
+    pred = labels.copy()
+    pred[agree:] = (
+        labels[agree:]
+        + 1
+        + np.random.default_rng(seed).integers(0, num_classes - 1, len(labels) - agree)
+    ) % num_classes
+    return pred
+
+
+def test_verdict_owned_and_not_owned():
+    labels = np.arange(100) % 10
+    owned = verify_predictions(_preds(labels, 86, 10), labels, 10)
+    assert isinstance(owned, Verdict)
+    assert owned.owned and owned.k == 86 and owned.n == 100 and owned.retention == 0.86
+    assert owned.chance == 0.1 and owned.alpha == DEFAULT_ALPHA and owned.threshold is None
+    assert owned.p_value == pytest.approx(binomial_pvalue(86, 100, 0.1))
+    assert owned.confidence == 1.0 - owned.p_value
+    assert owned.reason.startswith("owned") and "86/100" in owned.reason
+
+    chance = verify_predictions(_preds(labels, 12, 10), labels, 10)
+    assert not chance.owned and chance.reason.startswith("not owned") and "chance" in chance.reason
+    assert chance.p_value > DEFAULT_ALPHA
+
+    # Borderline: 21/100 passes alpha=1e-3, 20/100 does not.
+    assert verify_predictions(_preds(labels, 21, 10), labels, 10).owned
+    assert not verify_predictions(_preds(labels, 20, 10), labels, 10).owned
+    assert verify_predictions(_preds(labels, 20, 10), labels, 10, alpha=0.01).owned
+
+    # CIFAR-100-like: 25 % retention with K = 100 is overwhelming evidence.
+    labels100 = np.arange(200) % 100
+    assert verify_predictions(_preds(labels100, 50, 100), labels100, 100).owned
+
+
+def test_null_threshold_vetoes():
+    labels = np.arange(100) % 10
+    pred = _preds(labels, 30, 10)
+    nulls = [0.1] * 18 + [0.25, 0.35]  # threshold 0.25
+    assert verify_predictions(pred, labels, 10, null_retentions=nulls).owned
+    veto = verify_predictions(pred, labels, 10, null_retentions=[0.1] * 17 + [0.3, 0.32, 0.4])
+    assert veto.p_value < DEFAULT_ALPHA and not veto.owned
+    assert veto.threshold == pytest.approx(0.32) and "threshold" in veto.reason
+    # Equal to the threshold is not above it.
+    tie = verify_predictions(pred, labels, 10, null_retentions=[0.1] * 18 + [0.3, 0.5])
+    assert tie.threshold == pytest.approx(0.3) and not tie.owned
+    # Too few null models: max + margin.
+    few = verify_predictions(pred, labels, 10, null_retentions=[0.2, 0.28])
+    assert few.threshold == pytest.approx(0.33) and not few.owned
+
+
+def test_verdict_to_dict_and_validation():
+    labels = np.arange(50) % 5
+    d = verify_predictions(labels, labels, 5).to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert set(d) >= {"retention", "n", "k", "num_classes", "chance", "p_value", "alpha", "threshold",
+                      "owned", "confidence", "reason"}  # fmt: skip
+    assert d["log10_p_value"] == pytest.approx(50 * math.log10(0.2))
+    with pytest.raises(VerificationError, match="num_classes"):
+        verify_predictions(labels, labels, 1)
+    with pytest.raises(VerificationError, match="labels"):
+        verify_predictions(labels, labels, 4)
+    with pytest.raises(VerificationError, match="alpha"):
+        verify_predictions(labels, labels, 5, alpha=0.0)
+    with pytest.raises(VerificationError, match="fpr"):
+        verify_predictions(labels, labels, 5, null_retentions=[0.1], fpr=2.0)
+
+
+def test_predict_labels_pads_and_compiles_once():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    traces = []
+
+    @jax.jit
+    def predict(x):
+        traces.append(x.shape)  # runs only while tracing
+        return jnp.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0], jnp.zeros(x.shape[0])], axis=-1)
+
+    images = np.zeros((10, 2, 2, 1), np.float32)
+    images[:, 0, 0, 0] = [1, -1, 0.5, -2, 3, -1, 1, -1, 1, -1]
+    expected = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    out = predict_labels(predict, images, batch_size=4)  # batches 4, 4, 2 (+2 padding)
+    assert out.dtype == np.int32 and out.tolist() == expected.tolist()
+    assert predict_labels(predict, images[:3], batch_size=4).tolist() == expected[:3].tolist()
+    assert traces == [(4, 2, 2, 1)]
+
+
+def test_predict_labels_plain_callable_and_errors():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        return np.eye(3)[np.asarray(x).reshape(len(x), -1)[:, 0].astype(int) % 3]
+
+    images = np.arange(7).reshape(7, 1, 1, 1)
+    assert predict_labels(predict, images, batch_size=3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert calls == [3, 3, 3]
+    assert predict_labels(predict, images[:0]).shape == (0,)
+    with pytest.raises(VerificationError, match="batch_size"):
+        predict_labels(predict, images, batch_size=0)
+    with pytest.raises(VerificationError, match="logits"):
+        predict_labels(lambda x: np.zeros(len(x)), images, batch_size=3)
