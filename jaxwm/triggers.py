@@ -1,0 +1,677 @@
+"""Keyed trigger (watermark) sets and their public commitments.
+
+A trigger set is the owner's secret evidence: inputs paired with owner-chosen labels that a
+watermarked model reproduces and an independent model does not (Lyu & Xian 2026, after Adi et
+al. 2018 and Zhang et al. 2018). Every set is a deterministic function of the owner's secret, so
+the owner only has to keep the key: :func:`write_manifest` publishes the parameters and a SHA-256
+commitment (never the key), and :func:`regenerate` rebuilds the set from the key and checks it
+against that commitment before it is used as evidence.
+
+Reproducibility across machines is deliberate: random numbers come from PCG64's raw output
+(stream-stable, unlike ``numpy.random.Generator`` methods, see NEP 19) and the pixel maths uses
+only correctly rounded operations (+, -, *, /, sqrt, floor, min/max), never SIMD-dependent
+transcendental functions. Should anything still drift, the commitment check fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRIGGER_KINDS = ("noise", "content", "unrelated", "folder")
+LABEL_POLICIES = ("random", "target")
+MANIFEST_VERSION = 1
+_DOMAIN = b"jaxwm-triggers-v1"
+
+PathLike = str | os.PathLike[str]
+
+
+class TriggerSetError(ValueError):
+    """An argument, file or set is invalid; the message names the field and the fix."""
+
+
+class CommitmentError(TriggerSetError):
+    """A trigger set does not match the commitment recorded in its manifest."""
+
+
+class ManifestError(TriggerSetError):
+    """A manifest file is missing, unreadable or incomplete."""
+
+
+class IdxFormatError(TriggerSetError):
+    """A file is not a valid idx(.gz) file."""
+
+
+def _framed(*parts: bytes) -> bytes:
+    # Length-prefix every field so that no two different field lists encode to the same bytes.
+    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TriggerSet:
+    """A watermark set: images with the labels the owner's model is trained to give them.
+
+    Attributes:
+        images: ``uint8`` array ``(N, H, W, C)``, same ``H, W, C`` as the task's data.
+        labels: ``int32`` array ``(N,)`` of owner-chosen labels.
+        kind: One of ``TRIGGER_KINDS``.
+        params: The :func:`make_trigger_set` arguments needed to rebuild the set (no secret).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    kind: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        images = np.asarray(self.images)
+        labels = np.asarray(self.labels)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise TriggerSetError(
+                f"images must be a uint8 array (N, H, W, C); got {images.dtype} {images.shape}"
+            )
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise TriggerSetError(
+                f"labels must be a 1-D integer array; got {labels.dtype} {labels.shape}"
+            )
+        if len(labels) != len(images):
+            raise TriggerSetError(f"labels has {len(labels)} entries but images has {len(images)}")
+        if self.kind not in TRIGGER_KINDS:
+            raise TriggerSetError(f"kind must be one of {TRIGGER_KINDS}; got {self.kind!r}")
+        k = self.params.get("num_classes")
+        if k is not None and labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise TriggerSetError(f"labels must lie in [0, {k}) (params num_classes={k})")
+        # Read-only copies: a frozen set whose arrays could change in place would make the
+        # commitment meaningless. Tampering has to go through dataclasses.replace.
+        images = images.copy()
+        labels = labels.astype(np.int32)
+        images.flags.writeable = False
+        labels.flags.writeable = False
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "params", dict(self.params))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def commitment(self) -> str:
+        """Hex SHA-256 over kind, shapes, dtypes, image bytes and label bytes.
+
+        Returns:
+            64 hex characters; equal for bit-identical sets, different for any changed pixel,
+            label, shape or kind.
+
+        Example:
+            >>> ts = make_trigger_set("noise", secret="k", size=2, image_shape=(8, 8, 1), num_classes=3)
+            >>> len(ts.commitment())
+            64
+        """
+        labels = self.labels.astype("<i4")  # fixed byte order: the hash must not depend on the host
+        return hashlib.sha256(
+            _framed(
+                _DOMAIN + b"/commitment",
+                self.kind.encode(),
+                json.dumps(list(self.images.shape)).encode(),
+                self.images.dtype.str.encode(),
+                np.ascontiguousarray(self.images).tobytes(),
+                json.dumps(list(labels.shape)).encode(),
+                labels.dtype.str.encode(),
+                labels.tobytes(),
+            )
+        ).hexdigest()
+
+
+class _KeyedStream:
+    """Uniform numbers derived from SHA-256(secret, purpose, index).
+
+    Only PCG64's raw 64-bit output is used: SeedSequence and PCG64 are stream-stable across numpy
+    versions, whereas Generator methods may change their algorithms.
+    """
+
+    def __init__(self, secret: str, purpose: str, index: int) -> None:
+        digest = hashlib.sha256(
+            _framed(_DOMAIN, secret.encode(), purpose.encode(), str(index).encode())
+        )
+        seed = np.random.SeedSequence(int.from_bytes(digest.digest(), "big"))
+        self._bits = np.random.PCG64(seed)
+
+    def uniform(self, n: int, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+        raw = self._bits.random_raw(n)
+        u = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53  # 53 exact bits in [0, 1)
+        return low + (high - low) * u
+
+    def scalar(self, low: float = 0.0, high: float = 1.0) -> float:
+        return float(self.uniform(1, low, high)[0])
+
+    def integers(self, low: int, high: int, n: int) -> np.ndarray:
+        # floor(u * m) has bias below 2**-53 * m, irrelevant for label and index draws.
+        return low + np.floor(self.uniform(n) * (high - low)).astype(np.int64)
+
+    def sample(self, population: int, k: int) -> np.ndarray:
+        # k distinct indices: rank the population by keyed random keys (stable sort breaks ties).
+        return np.argsort(self.uniform(population), kind="stable")[:k]
+
+
+def generate_secret() -> str:
+    """Return a fresh 256-bit owner secret (hex).
+
+    A manifest commits to a set derived from the secret, so a guessable secret could be found by
+    trying candidates against the commitment; use a random one and store it offline.
+
+    Returns:
+        64 hex characters from the operating system's CSPRNG.
+
+    Example:
+        >>> len(generate_secret())
+        64
+    """
+    return secrets.token_hex(32)
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TriggerSetError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value >= high):
+        bound = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise TriggerSetError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+def _check_image_shape(image_shape: Any) -> tuple[int, int, int]:
+    try:
+        shape = tuple(image_shape)
+    except TypeError:
+        shape = ()
+    ok = len(shape) == 3 and all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) for d in shape
+    )
+    if not ok or shape[0] < 4 or shape[1] < 4 or shape[2] < 1:
+        raise TriggerSetError(
+            f"image_shape must be (H, W, C) ints with H, W >= 4 and C >= 1, e.g. (28, 28, 1); got {image_shape!r}"
+        )
+    return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def _as_nhwc(images: Any, name: str) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 3:  # (N, H, W) grayscale, as idx files and many loaders give it
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.dtype != np.uint8:
+        raise TriggerSetError(
+            f"{name} must be a uint8 array (N, H, W, C) or (N, H, W); got {arr.dtype} {arr.shape}. "
+            "Convert floats in [0, 1] with (x * 255).round().astype(np.uint8)."
+        )
+    return arr
+
+
+def _as_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or len(arr) != n:
+        raise TriggerSetError(
+            f"{name} must be a 1-D integer array with one label per source image ({n}); "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return arr.astype(np.int64)
+
+
+def _assign_labels(
+    stream: _KeyedStream, n: int, k: int, policy: str, target: int, avoid: np.ndarray | None
+) -> np.ndarray:
+    if policy == "target":
+        return np.full(n, target)
+    if avoid is None:
+        return stream.integers(0, k, n)
+    # Shift by 1..K-1 from the source label: uniform over the K-1 other classes, no rejection loop.
+    # Source labels outside [0, K) (e.g. another data set's classes) cannot clash with any label.
+    shifted = (avoid + 1 + stream.integers(0, k - 1, n)) % k
+    fresh = stream.integers(0, k, n)
+    return np.where((avoid >= 0) & (avoid < k), shifted, fresh)
+
+
+def _bilinear_grid(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Upsample (h, w, C) to (height, width, C) with align-corners bilinear interpolation."""
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.arange(n_out, dtype=np.float64) * (n_in - 1) / (n_out - 1)
+        i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
+        return i0, pos - i0
+
+    y0, fy = axis(height, grid.shape[0])
+    x0, fx = axis(width, grid.shape[1])
+    fy, fx = fy[:, None, None], fx[None, :, None]
+    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
+    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
+    return (1 - fy) * ((1 - fx) * g00 + fx * g01) + fy * ((1 - fx) * g10 + fx * g11)
+
+
+def _unit_vector(stream: _KeyedStream) -> tuple[float, float]:
+    vx, vy = stream.scalar(-1, 1), stream.scalar(-1, 1)
+    norm = float(np.sqrt(vx * vx + vy * vy))
+    return (1.0, 0.0) if norm < 1e-6 else (vx / norm, vy / norm)
+
+
+def _abstract_image(stream: _KeyedStream, shape: tuple[int, int, int]) -> np.ndarray:
+    """One Adi-style abstract image: smooth colour field + soft blobs + a stripe grating.
+
+    Plain white noise is hard to memorise and all looks alike to a network; smooth structures at a
+    few scales make each image distinct and learnable while still far from any natural class.
+    """
+    h, w, c = shape
+    y = (np.arange(h, dtype=np.float64) / (h - 1))[:, None, None]
+    x = (np.arange(w, dtype=np.float64) / (w - 1))[None, :, None]
+    gh, gw = int(stream.integers(2, 7, 1)[0]), int(stream.integers(2, 7, 1)[0])
+    img = _bilinear_grid(stream.uniform(gh * gw * c, 0, 255).reshape(gh, gw, c), h, w)
+    for _ in range(int(stream.integers(1, 4, 1)[0])):  # rotated elliptical blobs, smoothstep edge
+        cy, cx = stream.scalar(), stream.scalar()
+        ry, rx = stream.scalar(0.1, 0.45), stream.scalar(0.1, 0.45)
+        a, b = _unit_vector(stream)
+        colour = stream.uniform(c, 0, 255)
+        dy, dx = y - cy, x - cx
+        u, v = (a * dx + b * dy) / rx, (a * dy - b * dx) / ry
+        t = np.clip(1.0 - (u * u + v * v), 0.0, 1.0)
+        alpha = t * t * (3.0 - 2.0 * t)
+        img = img * (1.0 - alpha) + colour * alpha
+    a, b = _unit_vector(stream)  # triangle-wave stripes (no sin: libm/SIMD results can differ)
+    phase = (a * x + b * y) * stream.scalar(2, 8) + stream.scalar()
+    tri = np.abs(2.0 * (phase - np.floor(phase)) - 1.0) * stream.scalar(0.15, 0.5)
+    img = img * (1.0 - tri) + stream.uniform(c, 0, 255) * tri
+    lo, hi = float(img.min()), float(img.max())
+    if hi - lo > 1.0:  # full contrast, so the sets do not differ merely by brightness
+        img = (img - lo) * (255.0 / (hi - lo))
+    return np.clip(np.floor(img + 0.5), 0, 255).astype(np.uint8)
+
+
+def content_stamp(
+    secret: str, image_shape: tuple[int, int, int], *, index: int = 0
+) -> tuple[int, int, np.ndarray]:
+    """The keyed stamp that ``content`` triggers carry, and where it goes.
+
+    The stamp is a two-colour random binary square of about a quarter of the image side; its bits,
+    colours and position all derive from the key, so it is not published in the manifest.
+
+    Args:
+        secret: The owner's secret.
+        image_shape: ``(H, W, C)`` of the task's images.
+        index: Which of the owner's sets (as in :func:`make_trigger_set`).
+
+    Returns:
+        ``(top, left, patch)`` with ``patch`` a ``uint8`` array ``(s, s, C)``.
+
+    Example:
+        >>> top, left, patch = content_stamp("k", (28, 28, 1))
+        >>> patch.shape
+        (7, 7, 1)
+    """
+    if not isinstance(secret, str) or not secret:
+        raise TriggerSetError("secret must be a non-empty str; create one with generate_secret()")
+    h, w, c = _check_image_shape(image_shape)
+    index = _check_int("index", index, 0)
+    stream = _KeyedStream(secret, "content-stamp", index)
+    side = max(2, round(min(h, w) / 4))
+    top, left = (
+        int(stream.integers(0, h - side + 1, 1)[0]),
+        int(stream.integers(0, w - side + 1, 1)[0]),
+    )
+    bits = stream.uniform(side * side).reshape(side, side, 1) < 0.5
+    bits[0, 0], bits[-1, -1] = True, False  # never a flat square
+    # Each channel is near 255 or near 0 in the foreground and the complement in the background,
+    # so the stamp has high contrast on any image.
+    fg = np.where(stream.uniform(c) < 0.5, stream.uniform(c, 224, 256), stream.uniform(c, 0, 32))
+    fg = np.floor(fg).astype(np.uint8)
+    patch = np.where(bits, fg, 255 - fg).astype(np.uint8)
+    return top, left, patch
+
+
+def _resize_convert(img: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image  # local: only the "unrelated" kind needs Pillow
+
+    h, w, c = shape
+    pil = Image.fromarray(
+        img[..., 0] if img.shape[-1] == 1 else img, "L" if img.shape[-1] == 1 else "RGB"
+    )
+    pil = pil.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+    out = np.asarray(pil, dtype=np.uint8)
+    return out[..., None] if c == 1 else out
+
+
+def make_trigger_set(
+    kind: str,
+    *,
+    secret: str,
+    size: int,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    label_policy: str = "random",
+    target_class: int = 0,
+    source_images: np.ndarray | None = None,
+    source_labels: np.ndarray | None = None,
+    index: int = 0,
+) -> TriggerSet:
+    """Build a trigger set deterministically from the owner's secret.
+
+    Kinds: ``noise`` (abstract images, Adi et al. 2018); ``content`` (keyed stamp on in-distribution
+    ``source_images``, Zhang et al. 2018); ``unrelated`` (out-of-distribution ``source_images``
+    resized and channel-converted to ``image_shape``); ``folder`` (``source_images`` and
+    ``source_labels`` taken as is, the first ``size`` of them; the secret is not used).
+
+    An assigned label never equals the image's source label (where one exists in ``[0, K)``):
+    ``random`` draws among the other classes, and ``target`` skips sources already of
+    ``target_class``. Otherwise an innocent model would score on those triggers by being accurate.
+
+    Args:
+        kind: One of ``TRIGGER_KINDS``.
+        secret: The owner's key; the same key gives a bit-identical set.
+        size: Number of triggers.
+        image_shape: ``(H, W, C)`` of the task's images.
+        num_classes: Number of classes ``K >= 2`` of the task.
+        label_policy: ``"random"`` (uniform labels, the binomial chance ``1/K`` holds exactly for
+            any innocent model) or ``"target"`` (every label is ``target_class``).
+        target_class: The label under the ``target`` policy.
+        source_images: ``uint8`` images; required for ``content``, ``unrelated`` and ``folder``.
+        source_labels: Their labels; required for ``content`` and ``folder``, optional for
+            ``unrelated``.
+        index: Distinguishes several sets of one owner (different index, different set).
+
+    Returns:
+        The :class:`TriggerSet`, whose ``params`` record these arguments (without the secret).
+
+    Example:
+        >>> ts = make_trigger_set("noise", secret="k", size=4, image_shape=(32, 32, 3), num_classes=10)
+        >>> ts.images.shape, ts.labels.dtype
+        ((4, 32, 32, 3), dtype('int32'))
+    """
+    if kind not in TRIGGER_KINDS:
+        raise TriggerSetError(f"kind must be one of {TRIGGER_KINDS}; got {kind!r}")
+    if label_policy not in LABEL_POLICIES:
+        raise TriggerSetError(f"label_policy must be one of {LABEL_POLICIES}; got {label_policy!r}")
+    if not isinstance(secret, str) or not secret:
+        raise TriggerSetError("secret must be a non-empty str; create one with generate_secret()")
+    size = _check_int("size", size, 1)
+    shape = _check_image_shape(image_shape)
+    k = _check_int("num_classes", num_classes, 2)
+    target_class = _check_int("target_class", target_class, 0, k)
+    index = _check_int("index", index, 0)
+    params = {"kind": kind, "size": size, "image_shape": list(shape), "num_classes": k,
+              "label_policy": label_policy, "target_class": target_class, "index": index}  # fmt: skip
+    if kind != "noise" and source_images is None:
+        raise TriggerSetError(
+            f"source_images is required for kind={kind!r}; load them first (e.g. load_idx_images)"
+        )
+
+    stream = _KeyedStream(secret, kind, index)
+    if kind == "noise":
+        labels = _assign_labels(stream, size, k, label_policy, target_class, None)
+        images = np.stack([_abstract_image(stream, shape) for _ in range(size)])
+        return TriggerSet(images, labels, kind, params)
+
+    src = _as_nhwc(source_images, "source_images")
+    if kind in ("folder", "content") and src.shape[1:] != shape:
+        raise TriggerSetError(f"source_images must have image shape {shape}; got {src.shape[1:]}")
+    if kind == "unrelated" and (shape[2] not in (1, 3) or src.shape[-1] not in (1, 3)):
+        raise TriggerSetError(
+            "image_shape and source_images need 1 or 3 channels for kind='unrelated'; "
+            f"got {shape[2]} and {src.shape[-1]}"
+        )
+    if source_labels is None and kind != "unrelated":
+        # Content labels must differ from the true class, or an innocent model scores on them.
+        raise TriggerSetError(f"source_labels is required for kind={kind!r}")
+    lab = None if source_labels is None else _as_labels(source_labels, len(src), "source_labels")
+    if kind != "unrelated" and lab.size and (lab.min() < 0 or lab.max() >= k):
+        raise TriggerSetError(f"source_labels must lie in [0, {k}) (num_classes={k})")
+    if kind == "folder":
+        if size > len(src):
+            raise TriggerSetError(f"size={size} exceeds the {len(src)} images of the folder set")
+        return TriggerSet(src[:size], lab[:size], kind, params)
+
+    pool = np.arange(len(src))
+    if label_policy == "target" and lab is not None:
+        pool = pool[lab != target_class]
+    if size > len(pool):
+        why = f" (not already labelled target_class={target_class})" if len(pool) < len(src) else ""
+        raise TriggerSetError(f"size={size} exceeds the {len(pool)} eligible source_images{why}")
+    chosen = pool[stream.sample(len(pool), size)]
+    avoid = None if lab is None else lab[chosen]
+    labels = _assign_labels(stream, size, k, label_policy, target_class, avoid)
+    if kind == "content":
+        top, left, patch = content_stamp(secret, shape, index=index)
+        images = src[chosen].copy()
+        images[:, top : top + patch.shape[0], left : left + patch.shape[1], :] = patch
+    else:
+        images = np.stack([_resize_convert(src[i], shape) for i in chosen])
+    return TriggerSet(images, labels, kind, params)
+
+
+def write_manifest(
+    path: PathLike,
+    trigger_set: TriggerSet,
+    *,
+    secret_hint: str | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Write the public description and commitment of a trigger set as JSON.
+
+    The secret is never written; ``secret_hint`` is free text such as where the key is kept.
+
+    Args:
+        path: Destination file (parent folders are created).
+        trigger_set: A set built by :func:`make_trigger_set`.
+        secret_hint: Optional reminder of where the key lives (must not be the key).
+        extra: Optional JSON-serialisable metadata (model id, data set, ...).
+
+    Returns:
+        The manifest as written.
+
+    Example:
+        >>> ts = make_trigger_set("noise", secret="k", size=2, image_shape=(8, 8, 1), num_classes=3)
+        >>> write_manifest("wm.json", ts, secret_hint="vault 3")["size"]  # doctest: +SKIP
+        2
+    """
+    p = dict(trigger_set.params)
+    if "num_classes" not in p:
+        raise ManifestError(
+            "trigger_set.params lacks num_classes; build the set with make_trigger_set"
+        )
+    manifest: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "kind": trigger_set.kind,
+        "size": len(trigger_set),
+        "image_shape": list(trigger_set.images.shape[1:]),
+        "num_classes": int(p["num_classes"]),
+    }
+    if trigger_set.kind != "folder":  # a folder set's labels are the user's, not a policy's
+        manifest["label_policy"] = p.get("label_policy", "random")
+        manifest["index"] = int(p.get("index", 0))
+        if manifest["label_policy"] == "target":
+            manifest["target_class"] = int(p.get("target_class", 0))
+    manifest["commitment"] = trigger_set.commitment()
+    manifest["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    if secret_hint is not None:
+        manifest["secret_hint"] = str(secret_hint)
+    manifest["extra"] = dict(extra or {})
+    try:
+        text = json.dumps(manifest, indent=2, sort_keys=True)
+    except TypeError as err:
+        raise ManifestError(f"extra must be JSON-serialisable: {err}") from None
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, out)  # atomic: a crash never leaves a half-written manifest
+    return manifest
+
+
+_REQUIRED = ("version", "kind", "size", "image_shape", "num_classes", "commitment")
+
+
+def read_manifest(path: PathLike) -> dict:
+    """Read and validate a manifest written by :func:`write_manifest`.
+
+    Args:
+        path: The JSON file.
+
+    Returns:
+        The manifest dict.
+
+    Example:
+        >>> read_manifest("/tmp/wm.json")["kind"]  # doctest: +SKIP
+        'noise'
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"manifest file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ManifestError(f"manifest file {str(path)!r} is not readable JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"manifest file {str(path)!r} must hold a JSON object")
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise ManifestError(f"manifest file {str(path)!r} lacks fields {missing}")
+    if data["version"] != MANIFEST_VERSION:
+        raise ManifestError(
+            f"manifest file {str(path)!r} has version {data['version']}; this jaxwm reads {MANIFEST_VERSION}"
+        )
+    return data
+
+
+def check_commitment(trigger_set: TriggerSet, manifest: Mapping[str, Any]) -> None:
+    """Raise :class:`CommitmentError` unless the set matches the manifest's commitment.
+
+    Args:
+        trigger_set: The set to check (usually just regenerated from the key).
+        manifest: A manifest dict.
+
+    Example:
+        >>> ts = make_trigger_set("noise", secret="k", size=2, image_shape=(8, 8, 1), num_classes=3)
+        >>> check_commitment(ts, {"commitment": ts.commitment()})
+    """
+    if "commitment" not in manifest:
+        raise ManifestError("manifest lacks the field 'commitment'")
+    actual, expected = trigger_set.commitment(), str(manifest["commitment"])
+    if actual != expected:
+        raise CommitmentError(
+            "the trigger set regenerated from this key does not match the manifest "
+            f"(wrong key, different source images, or a tampered set): set {actual} != manifest {expected}"
+        )
+
+
+def regenerate(
+    manifest: Mapping[str, Any] | PathLike,
+    *,
+    secret: str,
+    source_images: np.ndarray | None = None,
+    source_labels: np.ndarray | None = None,
+) -> TriggerSet:
+    """Rebuild a trigger set from its manifest and the key, and check its commitment.
+
+    Args:
+        manifest: A manifest dict or the path of a manifest file.
+        secret: The owner's key.
+        source_images: The same source images as at creation (all kinds but ``noise``).
+        source_labels: The same source labels as at creation, where they were given.
+
+    Returns:
+        The verified :class:`TriggerSet`.
+
+    Example:
+        >>> ts = regenerate("/tmp/wm.json", secret="k")  # doctest: +SKIP
+    """
+    m = read_manifest(manifest) if isinstance(manifest, str | os.PathLike) else manifest
+    missing = [key for key in _REQUIRED if key not in m]
+    if missing:
+        raise ManifestError(f"manifest lacks fields {missing}")
+    ts = make_trigger_set(
+        m["kind"],
+        secret=secret,
+        size=m["size"],
+        image_shape=tuple(m["image_shape"]),
+        num_classes=m["num_classes"],
+        label_policy=m.get("label_policy", "random"),
+        target_class=m.get("target_class", 0),
+        source_images=source_images,
+        source_labels=source_labels,
+        index=m.get("index", 0),
+    )
+    check_commitment(ts, m)
+    return ts
+
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_idx(path: PathLike) -> np.ndarray:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise IdxFormatError(f"cannot read idx file {str(path)!r}: {err}") from None
+    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise IdxFormatError(f"idx file {str(path)!r} is a broken gzip file: {err}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise IdxFormatError(
+            f"idx file {str(path)!r} has bad magic number {raw[:4].hex() or '(empty)'}; expected "
+            "0000 + type byte (08 for uint8) + number of dimensions, e.g. 00000803 for images"
+        )
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise IdxFormatError(
+            f"idx file {str(path)!r} holds {len(raw)} bytes; dims {dims} need {expected}"
+        )
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    )
+
+
+def load_idx_images(path: PathLike) -> np.ndarray:
+    """Load an idx(.gz) image file (MNIST / Fashion-MNIST format) as ``uint8`` NHWC.
+
+    Args:
+        path: e.g. ``t10k-images-idx3-ubyte.gz``.
+
+    Returns:
+        ``uint8`` array ``(N, H, W, 1)`` for idx3 files, ``(N, H, W, C)`` for idx4.
+
+    Example:
+        >>> x = load_idx_images("t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
+    """
+    arr = _read_idx(path)
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
+        raise IdxFormatError(
+            f"idx file {str(path)!r} holds {arr.dtype} {arr.shape}, not uint8 images"
+        )
+    return arr[..., None] if arr.ndim == 3 else arr
+
+
+def load_idx_labels(path: PathLike) -> np.ndarray:
+    """Load an idx1(.gz) label file as ``int32`` ``(N,)``.
+
+    Args:
+        path: e.g. ``t10k-labels-idx1-ubyte.gz``.
+
+    Returns:
+        The labels.
+
+    Example:
+        >>> y = load_idx_labels("t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
+    """
+    arr = _read_idx(path)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise IdxFormatError(
+            f"idx file {str(path)!r} holds {arr.dtype} {arr.shape}, not 1-D labels"
+        )
+    return arr.astype(np.int32)

@@ -1,0 +1,66 @@
+"""Config validation: unknown, ill-typed and out-of-range fields are named."""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+import pytest
+
+from jaxwm import config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_is_valid_and_documented(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = mod.__doc__ or ""
+    for word in ("Command:", "Runtime:", "Expected:"):
+        assert word in doc, f"{path.name} docstring lacks {word!r}"
+    assert f"--config=configs/{path.name}" in doc
+    config.validate(mod.get_config())
+
+
+def test_defaults_are_valid():
+    config.validate(config.defaults())
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("train.epochs", -1, "'train.epochs' must be > 0"),
+        ("train.momentum", 1.5, "'train.momentum' must be in [0, 1)"),
+        ("model.dtype", "int8", "'model.dtype'"),
+        ("train.optimizer", "lamb", "'train.optimizer'"),
+    ],
+)
+def test_out_of_range(field, value, message):
+    c = config.defaults()
+    section, name = field.split(".")
+    c[section][name] = value
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(c)
+    assert message in str(e.value)
+
+
+def test_unknown_field_suggests_the_right_one():
+    c = config.defaults()
+    c.train.epoch = 3
+    with pytest.raises(config.ConfigError, match="unknown config field 'train.epoch'.*'train.epochs'"):
+        config.validate(c)
+
+
+def test_wrong_type_is_named():
+    c = ml_collections.ConfigDict(config.defaults().to_dict())
+    c.train = ml_collections.ConfigDict(dict(c.train, batch_size="big"))
+    with pytest.raises(config.ConfigError, match="'train.batch_size' must be of type int"):
+        config.validate(c)
+
+
+def test_mismatched_model_lengths():
+    c = config.defaults()
+    c.model.widths = (8, 16)
+    with pytest.raises(config.ConfigError, match="equal length"):
+        config.validate(c)
