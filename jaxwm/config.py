@@ -120,6 +120,7 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("train.checkpoint_every", _positive, "> 0"),
 ]
 
+
 def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDict | None = None):
     """Checks ``cfg`` against ``reference`` (default: :func:`defaults`) field by field.
 
@@ -145,5 +146,7 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
         if name in got and not check(got[name]):
             raise ConfigError(f"config field {name!r} must be {want}, got {got[name]!r}")
     if len(got["model.stage_sizes"]) != len(got["model.widths"]):
-        raise ConfigError("config fields 'model.stage_sizes' and 'model.widths' must have equal length")
+        raise ConfigError(
+            "config fields 'model.stage_sizes' and 'model.widths' must have equal length"
+        )
     return cfg

@@ -144,5 +144,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     if cfg.mode not in _MODES:
-        raise config.ConfigError(f"mode {cfg.mode!r} is not available yet; use one of {list(_MODES)}")
+        raise config.ConfigError(
+            f"mode {cfg.mode!r} is not available yet; use one of {list(_MODES)}"
+        )
     return _MODES[cfg.mode](cfg, workdir)

@@ -161,7 +161,9 @@ def fit(
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
     ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)
     if init_state is not None:
-        ts = ts._replace(params=init_state.params, state=init_state.state)
+        # Copies: the training chunk donates its state, and the caller keeps its arrays.
+        params, state = jax.tree.map(jnp.array, (init_state.params, init_state.state))
+        ts = ts._replace(params=params, state=state)
     step = train.make_train_step(
         model_apply,
         tx,
@@ -205,7 +207,9 @@ def fit(
         perm = train.epoch_permutation(data_key, n, epoch)
         pending, sums = None, None
         for c in range(n_chunks):
-            ts, m = run(ts, arrays.train_images, arrays.train_labels, perm, c * chunk * hp.batch_size)
+            ts, m = run(
+                ts, arrays.train_images, arrays.train_labels, perm, c * chunk * hp.batch_size
+            )
             if pending is not None:  # read the previous chunk while this one runs
                 sums = _accumulate(sums, pending, bar, chunk, hp.batch_size, t_epoch)
             pending = m

@@ -12,7 +12,8 @@ The apply contract (what every jaxwm algorithm relies on)::
 * ``params`` -- trainable parameters, a nested dict; ``state`` -- non-trainable collections
   (here BatchNorm running statistics ``mean``/``var``), a nested dict with the same module paths.
 * ``images`` -- float32 NHWC, already normalised.
-* ``frozen`` -- a tuple of module paths (``"layer1/block0/bn1"``) whose parameters are frozen.
+* ``frozen`` -- a tuple of module paths (``"layer1/block0/bn1"``) whose parameters are frozen
+  (a path covers its whole subtree; ``""`` covers every module).
   Stateful layers under a frozen path run in inference mode (running averages) even when
   ``train=True``: a frozen layer then computes exactly what it computes at test time and its
   statistics do not drift. The training code additionally restores frozen state leaves, so a
@@ -44,7 +45,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 def _is_frozen(path: str, frozen: Sequence[str]) -> bool:
-    return any(path == f or path.startswith(f + "/") for f in frozen)
+    return any(f == "" or path == f or path.startswith(f + "/") for f in frozen)
 
 
 class _BasicBlock(nn.Module):
@@ -139,9 +140,7 @@ class ResNet(nn.Module):
         x = _Stem(self.widths[0], self.dtype, name="stem")(x.astype(self.dtype), train, frozen)
         for i, (n, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             name = f"layer{i + 1}"
-            x = _Stage(width, n, 1 if i == 0 else 2, name, self.dtype, name=name)(
-                x, train, frozen
-            )
+            x = _Stage(width, n, 1 if i == 0 else 2, name, self.dtype, name=name)(x, train, frozen)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=jnp.float32, name="head")(x)
 

@@ -120,7 +120,9 @@ def match_labels(
     return jax.tree_util.tree_unflatten(treedef, labels)
 
 
-def format_table(rules: Sequence[tuple[str, str]], hits: Sequence[int], sizes: Sequence[int]) -> str:
+def format_table(
+    rules: Sequence[tuple[str, str]], hits: Sequence[int], sizes: Sequence[int]
+) -> str:
     """Plain-text table of pattern, label, leaves and scalars matched."""
     w = max([len("pattern")] + [len(p) for p, _ in rules])
     lines = [f"{'pattern':<{w}}  {'label':<8} {'leaves':>6} {'params':>11}"]
@@ -197,7 +199,7 @@ def state_mask(state: PyTree, frozen: Sequence[str]) -> PyTree:
 
     def under(path: str) -> bool:
         module = path.rpartition("/")[0]
-        return any(module == f or module.startswith(f + "/") for f in frozen)
+        return any(f == "" or module == f or module.startswith(f + "/") for f in frozen)
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     return jax.tree_util.tree_unflatten(treedef, [under(path_str(kp)) for kp, _ in leaves])

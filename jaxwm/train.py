@@ -146,7 +146,9 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def augment(key: jax.Array, images: jax.Array, *, crop_pad: int = 4, flip: bool = True) -> jax.Array:
+def augment(
+    key: jax.Array, images: jax.Array, *, crop_pad: int = 4, flip: bool = True
+) -> jax.Array:
     """Random crop (after reflect padding) and horizontal flip, per image, inside jit.
 
     Works on uint8 or float NHWC batches; ``crop_pad=0`` and ``flip=False`` is the identity.
@@ -186,6 +188,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     crop_pad: int = 4,
     flip: bool = True,
+    freeze_state: bool = False,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds one SGD step ``step(ts, images_u8, labels) -> (ts, metrics)`` (not yet jitted).
 
@@ -198,11 +201,17 @@ def make_train_step(
         stateful layers under them run in inference mode with their statistics restored.
       label_smoothing: Label smoothing for the cross-entropy.
       crop_pad, flip: Augmentation (``crop_pad=0, flip=False`` disables it).
+      freeze_state: Run every stateful layer in inference mode and keep all model state
+        (e.g. when training on a tiny out-of-distribution trigger set whose batch statistics
+        would corrupt the running averages).
 
     Returns:
       The step. Metrics are sums over the batch: ``loss_sum``, ``correct``, ``count``.
     """
     frozen = partition.frozen_modules(mask) if mask is not None else ()
+    if freeze_state:
+        # Every module path that holds state (the empty-string prefix would match everything).
+        frozen = ("",)
 
     def step(ts: TrainState, images: jax.Array, labels: jax.Array):
         key = jax.random.fold_in(jax.random.wrap_key_data(ts.rng), ts.step)
@@ -218,10 +227,13 @@ def make_train_step(
             return cross_entropy(logits, labels, label_smoothing), (logits, new_state)
 
         (loss, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        if mask is not None:
-            grads = partition.fill_frozen(grads, ts.params, mask)
+        if freeze_state:
+            new_state = ts.state
+        elif mask is not None:
             keep = partition.state_mask(new_state, frozen)
             new_state = jax.tree.map(lambda k, o, n: o if k else n, keep, ts.state, new_state)
+        if mask is not None:
+            grads = partition.fill_frozen(grads, ts.params, mask)
         updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
         if mask is None:
             params = optax.apply_updates(ts.params, updates)

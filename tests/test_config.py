@@ -48,7 +48,9 @@ def test_out_of_range(field, value, message):
 def test_unknown_field_suggests_the_right_one():
     c = config.defaults()
     c.train.epoch = 3
-    with pytest.raises(config.ConfigError, match="unknown config field 'train.epoch'.*'train.epochs'"):
+    with pytest.raises(
+        config.ConfigError, match="unknown config field 'train.epoch'.*'train.epochs'"
+    ):
         config.validate(c)
 
 

@@ -28,7 +28,12 @@ TINY = [
 def launch(*args, check=True, **kw):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw
+        [sys.executable, "launch.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kw,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"launch.py failed:\n{proc.stdout}\n{proc.stderr}")

@@ -14,15 +14,20 @@ def test_resnet18_parameter_count_and_paths():
     params, state = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     assert models.count_params(params) == 11_173_962
     assert set(params) == {"stem", "layer1", "layer2", "layer3", "layer4", "head"}
-    assert set(params["layer2"]["block0"]) == {"conv1", "bn1", "conv2", "bn2", "proj_conv", "proj_bn"}
+    assert set(params["layer2"]["block0"]) == {
+        "conv1",
+        "bn1",
+        "conv2",
+        "bn2",
+        "proj_conv",
+        "proj_bn",
+    }
     assert "proj_conv" not in params["layer1"]["block0"]
     assert params["head"]["kernel"].shape == (512, 10)
     assert set(state["layer4"]["block1"]["bn2"]) == {"mean", "var"}
 
 
-@pytest.mark.parametrize(
-    "channels,classes,size", [(1, 10, 28), (3, 100, 32), (3, 10, 8)]
-)
+@pytest.mark.parametrize("channels,classes,size", [(1, 10, 28), (3, 100, 32), (3, 10, 8)])
 def test_resnet18_any_channels_and_classes(channels, classes, size):
     m = models.resnet18(classes)
     params, _ = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, size, size, channels)))

@@ -22,7 +22,10 @@ def _state(model, tx, seed=0):
 
 
 def _leaves_equal(a, b):
-    return [bool(np.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+    return [
+        bool(np.array_equal(x, y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
 
 
 def test_training_lowers_loss_and_learns(toy):

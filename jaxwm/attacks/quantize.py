@@ -1,0 +1,115 @@
+"""Weight-perturbation attacks: post-training quantization and Gaussian weight noise.
+
+Quantization is one of the Watermark-Robustness-Toolbox attacks (Lukas et al. 2022): the
+attacker ships a low-precision copy, hoping the watermark lives in low-order bits. Here the
+weights are quantized and immediately dequantized, so the attacked model runs with the same
+``apply`` and its accuracy shows the effect of the precision loss.
+
+Example:
+  >>> q = quantize(params, 4)               # 4-bit, per output channel
+  >>> noisy = gaussian_noise(params, jax.random.key(0), 0.1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxwm.attacks._common import Predicate, select
+
+PyTree = Any
+MAX_BITS = 16
+
+
+def _quantize_leaf(w: jax.Array, bits: int, per_channel: bool) -> jax.Array:
+    qmax = 2 ** (bits - 1) - 1  # symmetric: levels -qmax..qmax, zero exactly representable
+    x = jnp.asarray(w, jnp.float32)
+    axes = tuple(range(x.ndim - 1)) if per_channel and x.ndim > 1 else None
+    amax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
+    scale = amax / qmax
+    # An all-zero channel has scale 0; dividing by 1 instead leaves its zeros unchanged.
+    safe = jnp.where(scale > 0, scale, 1.0)
+    q = jnp.clip(jnp.round(x / safe), -qmax, qmax)
+    return (q * safe).astype(w.dtype)
+
+
+def quantize(
+    params: PyTree,
+    bits: int,
+    *,
+    per_channel: bool = True,
+    patterns: Sequence[str] | None = None,
+    predicate: Predicate | None = None,
+) -> PyTree:
+    """Uniform symmetric quantization followed by dequantization.
+
+    Each selected tensor (or each output channel, the last axis, with ``per_channel``) gets
+    ``scale = max|w| / (2**(bits-1) - 1)``; values become ``round(w / scale) * scale``, so the
+    error per element is at most ``scale / 2``.
+
+    Args:
+      params: Parameter pytree.
+      bits: Bit width, an integer in ``[2, 16]``.
+      per_channel: One scale per output channel (last axis of a kernel: HWIO convolutions,
+        (in, out) dense layers); otherwise one per tensor. 1-D leaves always use one scale.
+      patterns: Path patterns of the leaves to quantize (wins over ``predicate``).
+      predicate: ``predicate(path, leaf) -> bool``; default: kernels (``ndim > 1``), as
+        quantizers usually keep biases and normalisation parameters in full precision.
+
+    Returns:
+      Parameters of the same structure and dtypes; unselected leaves are returned as they are.
+
+    Example:
+      >>> q = quantize(params, 8)
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an integer in [2, {MAX_BITS}], got {bits!r}")
+    sel = select(params, patterns, predicate)
+    return jax.tree.map(lambda s, w: _quantize_leaf(w, bits, per_channel) if s else w, sel, params)
+
+
+def gaussian_noise(
+    params: PyTree,
+    key: jax.Array,
+    sigma: float,
+    *,
+    relative: bool = True,
+    patterns: Sequence[str] | None = None,
+    predicate: Predicate | None = None,
+) -> PyTree:
+    """Adds i.i.d. Gaussian noise to the selected weights.
+
+    Args:
+      params: Parameter pytree.
+      key: PRNG key; leaf ``i`` (in ``jax.tree.leaves`` order) uses ``fold_in(key, i)``, so the
+        result is deterministic per key and does not depend on which other leaves are selected.
+      sigma: Noise standard deviation; with ``relative`` it is a multiple of each leaf's own
+        standard deviation (layers of very different scale are perturbed alike).
+      relative: See ``sigma``. A constant leaf (std 0) then receives no noise.
+      patterns, predicate: Leaf selection as in :func:`quantize`.
+
+    Returns:
+      Noisy parameters (same structure and dtypes).
+
+    Example:
+      >>> noisy = gaussian_noise(params, jax.random.key(0), 0.05)
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    sel, treedef = jax.tree.flatten(select(params, patterns, predicate))
+    leaves = treedef.flatten_up_to(params)
+    out = []
+    for i, (s, w) in enumerate(zip(sel, leaves, strict=True)):
+        if not s:
+            out.append(w)
+            continue
+        x = jnp.asarray(w, jnp.float32)
+        sd = sigma * jnp.std(x) if relative else sigma
+        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+        out.append((x + sd * noise).astype(w.dtype))
+    return jax.tree.unflatten(treedef, out)
