@@ -17,12 +17,21 @@ from jaxwm.checkpoint import CheckpointError
 from jaxwm.config import ConfigError
 from jaxwm.data import DatasetError
 from jaxwm.partition import PatternError
+from jaxwm.triggers import TriggerSetError
+from jaxwm.verify import VerificationError
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
 
 # Errors a user can fix: print the message, not a traceback.
-_USER_ERRORS = (ConfigError, DatasetError, CheckpointError, PatternError)
+_USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    PatternError,
+    TriggerSetError,
+    VerificationError,
+)
 
 
 def main(argv: list[str]) -> None:

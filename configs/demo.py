@@ -1,8 +1,16 @@
-"""Quick demo: a small ResNet on the embedded handwritten digits (no dataset, no internet).
+"""Quick demo of the whole method on the embedded handwritten digits (no dataset, no internet).
+
+Trains a small victim ResNet, derives a 50-image abstract watermark set from a demo secret,
+embeds it with partitioned embedding (Algorithm 1) and with the full fine-tuning baseline, and
+verifies all three models; writes results.json and table1.md to runs/demo.
 
 Command:   python launch.py --config=configs/demo.py
-Runtime:   about 1-2 minutes on 2 CPU cores (scikit-learn digits, 1437 train / 360 test, 8x8).
-Expected:  test accuracy of about 97% (printed at the end; saved in runs/demo/results.json).
+Runtime:   about 1-2 minutes on 2 CPU cores (scikit-learn digits: 1438 train / 359 test, 8x8).
+Expected:  victim about 97% test accuracy and about 10% retention (chance), not owned;
+           partitioned and baseline above 90% retention with p < 1e-3 (owned), at a clean
+           accuracy within a few points of the victim. The demo mixes two clean images per
+           trigger into embedding (embed.clean_per_trigger=2): on this 0.2M-parameter model,
+           training on the watermark set alone costs about 20 points of accuracy.
 """
 
 from jaxwm.config import defaults
@@ -10,6 +18,7 @@ from jaxwm.config import defaults
 
 def get_config():
     c = defaults()
+    c.mode = "pipeline"
     c.data.source = "digits"
     c.model.stage_sizes = (1, 1, 1)
     c.model.widths = (16, 32, 64)
@@ -19,4 +28,12 @@ def get_config():
     c.train.crop_pad = 1
     c.train.flip = False  # digits are not mirror-symmetric
     c.train.steps_per_call = 11
+    c.watermark.kind = "noise"
+    c.watermark.size = 50
+    c.watermark.secret = "jaxwm-demo-secret-do-not-use"  # real owners: JAXWM_SECRET
+    c.embed.layers_to_turn = ("layer2", "layer3", "head")
+    c.embed.epochs = 30
+    c.embed.batch_size = 50
+    c.embed.lr = 1e-3
+    c.embed.clean_per_trigger = 2.0
     return c

@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 MODES = ("train", "embed", "verify", "pipeline")
+SECRET_ENV = "JAXWM_SECRET"
 
 
 class ConfigError(ValueError):
@@ -56,13 +57,45 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.steps_per_call = 0  # steps per jitted call; 0 = one call per epoch
     c.train.eval_every = 1  # epochs; 0 = only at the end
     c.train.checkpoint_every = 1  # epochs
+
+    # The owner's watermark set D (see jaxwm.triggers). The secret is never written to disk;
+    # leave it empty and set the JAXWM_SECRET environment variable to keep it off the command line.
+    c.watermark = ml_collections.ConfigDict()
+    c.watermark.kind = "noise"  # noise | content | unrelated | folder
+    c.watermark.secret = ""
+    c.watermark.size = 100
+    c.watermark.label_policy = "random"  # random | target
+    c.watermark.target_class = 0
+    c.watermark.source = ""  # dataset source of the images for unrelated/folder kinds
+
+    # Embedding (see jaxwm.embed): Algorithm 1 ("partitioned") or full fine-tuning ("baseline").
+    c.embed = ml_collections.ConfigDict()
+    c.embed.method = "partitioned"
+    c.embed.victim = ""  # run directory of the model to watermark (mode=embed)
+    c.embed.layers_to_turn = ("layer3", "layer4", "head")  # network order; last unfreezes first
+    c.embed.more_sets = ()  # extra watermark sets: "pattern,pattern" layer groups
+    c.embed.epochs = 30
+    c.embed.lr = 1e-3
+    c.embed.batch_size = 64
+    c.embed.optimizer = "adamw"
+    c.embed.weight_decay = 0.0
+    c.embed.freeze_bn_stats = True
+    c.embed.clean_per_trigger = 0.0  # 0 = the paper (train on D alone)
+    c.embed.target_retention = 0.0  # stop early at this retention on D; 0 = run all epochs
+
+    # Ownership verification (see jaxwm.verify).
+    c.verify = ml_collections.ConfigDict()
+    c.verify.model = ""  # run directory of the suspect model (mode=verify)
+    c.verify.manifest = ""  # the owner's manifest.json (mode=verify)
+    c.verify.nulls = ()  # run directories of independent non-watermarked models
+    c.verify.null_models = 0  # pipeline: train this many extra independent models (other seeds)
+    c.verify.alpha = 1e-3
+    c.verify.fpr = 0.05
+
+    c.pipeline = ml_collections.ConfigDict()
+    c.pipeline.methods = ("partitioned", "baseline")
+    c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
     return c
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = cfg[part]
-    return cfg
 
 
 def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -118,6 +151,41 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("train.steps_per_call", _nonneg, ">= 0 (0 = whole epoch)"),
     ("train.eval_every", _nonneg, ">= 0"),
     ("train.checkpoint_every", _positive, "> 0"),
+    (
+        "watermark.kind",
+        lambda v: v in ("noise", "content", "unrelated", "folder"),
+        "noise|content|unrelated|folder",
+    ),
+    ("watermark.size", _positive, "> 0"),
+    ("watermark.label_policy", lambda v: v in ("random", "target"), "random|target"),
+    ("watermark.target_class", _nonneg, ">= 0"),
+    ("embed.method", lambda v: v in ("partitioned", "baseline"), "partitioned|baseline"),
+    ("embed.layers_to_turn", lambda v: len(v) > 0, "a non-empty tuple of path patterns"),
+    ("embed.epochs", _positive, "> 0"),
+    ("embed.lr", _positive, "> 0"),
+    ("embed.batch_size", _positive, "> 0"),
+    ("embed.optimizer", lambda v: v in ("sgd", "adamw"), "sgd|adamw"),
+    ("embed.weight_decay", _nonneg, ">= 0"),
+    ("embed.clean_per_trigger", _nonneg, ">= 0"),
+    ("embed.target_retention", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (
+        "embed.more_sets",
+        lambda v: all(isinstance(x, str) and x for x in v),
+        "a tuple of 'pattern,pattern' strings",
+    ),
+    (
+        "verify.nulls",
+        lambda v: all(isinstance(x, str) and x for x in v),
+        "a tuple of run directories",
+    ),
+    ("verify.null_models", _nonneg, ">= 0"),
+    ("verify.alpha", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
+    (
+        "pipeline.methods",
+        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline"},
+        "a non-empty tuple of partitioned|baseline",
+    ),
 ]
 
 
@@ -150,3 +218,25 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
             "config fields 'model.stage_sizes' and 'model.widths' must have equal length"
         )
     return cfg
+
+
+def secret(cfg: ml_collections.ConfigDict) -> str:
+    """The owner's secret: ``watermark.secret``, else the ``JAXWM_SECRET`` environment variable."""
+    import os
+
+    value = cfg.watermark.secret or os.environ.get(SECRET_ENV, "")
+    if not value:
+        raise ConfigError(
+            f"no watermark secret: set --config.watermark.secret=... or the {SECRET_ENV} environment "
+            "variable (python -c 'from jaxwm.triggers import generate_secret; print(generate_secret())' "
+            "makes one). Keep it: it regenerates the watermark set for verification."
+        )
+    return value
+
+
+def public_dict(cfg: ml_collections.ConfigDict) -> dict:
+    """The config as a plain dict with the secret redacted, safe to write next to results."""
+    d = cfg.to_dict()
+    if d.get("watermark", {}).get("secret"):
+        d["watermark"]["secret"] = "<redacted>"
+    return d

@@ -152,8 +152,10 @@ def embed(
     # The training chunk donates its state: work on copies so the caller's arrays survive.
     params, state = jax.tree.map(jnp.array, (params, state))
     trig_x, trig_y = jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
-    batch = min(settings.batch_size, x.shape[0])
-    steps = x.shape[0] // batch
+    n = x.shape[0]
+    batch = min(settings.batch_size, n)
+    # Every example in every epoch: the last batch wraps around to the start of the shuffle.
+    steps = -(-n // batch)
     evaluate = train.make_eval(apply_fn, mean, std, batch_size=min(256, trig_x.shape[0]))
 
     compiled: dict[tuple[str, ...] | None, tuple] = {}  # one compilation per stage
@@ -192,7 +194,8 @@ def embed(
             params, state, tx.init(params), jnp.zeros((), jnp.int32),
             jax.random.key_data(jax.random.fold_in(k_run, epoch)),
         )  # fmt: skip
-        perm = train.epoch_permutation(k_run, x.shape[0], epoch)
+        perm = train.epoch_permutation(k_run, n, epoch)
+        perm = jnp.concatenate([perm, perm[: steps * batch - n]])
         ts, m = run(ts, x, y, perm, 0)
         params, state = ts.params, ts.state
         row = {

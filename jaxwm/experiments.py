@@ -120,7 +120,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "environment": environment(),
     }
     meta = {
-        "config": cfg.to_dict(),
+        "config": config.public_dict(cfg),
         "dataset": {"name": ds.name, "source": cfg.data.source, "class_names": ds.class_names},
         "normalization": {"mean": ds.mean, "std": ds.std},
         "metrics": {k: v for k, v in summary.items() if k != "history"},
@@ -134,17 +134,18 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     return summary
 
 
-_MODES = {"train": run_train}
-
-
 def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
     config.validate(cfg)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    if cfg.mode not in _MODES:
-        raise config.ConfigError(
-            f"mode {cfg.mode!r} is not available yet; use one of {list(_MODES)}"
-        )
-    return _MODES[cfg.mode](cfg, workdir)
+    write_json(workdir / "config.json", config.public_dict(cfg))
+    from jaxwm import runs  # the watermark modes build on this module
+
+    modes = {
+        "train": run_train,
+        "embed": runs.run_embed,
+        "verify": runs.run_verify,
+        "pipeline": runs.run_pipeline,
+    }
+    return modes[cfg.mode](cfg, workdir)

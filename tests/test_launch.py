@@ -16,6 +16,7 @@ from jaxwm import checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--config=configs/demo.py",
+    "--config.mode=train",
     "--config.data.source=synthetic:train=256,test=64,classes=4",
     "--config.model.stage_sizes=(1,1)",
     "--config.model.widths=(4,8)",
