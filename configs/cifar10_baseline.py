@@ -1,0 +1,20 @@
+"""Watermark pipeline on CIFAR-10: the full fine-tuning baseline alone on CIFAR-10 (reuses the victim of configs/cifar10_partitioned.py when it exists).
+
+Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/cifar10_baseline.py
+           (Offline copy: add --config.data.source=folder:../shared/data/cifar10.tar.gz)
+Runtime:   victim as configs/cifar10.py, plus under a minute per embedding on one H100/H200.
+Expected:  results.json and table1.md in runs/cifar10_baseline; paper (clean acc / retention):
+           partitioned 86.54% / 83.41%, baseline 85.74% / 87.16%. Training on the 100 triggers alone
+           (embed.clean_per_trigger=0, the paper's setting) may cost clean accuracy; set
+           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
+"""
+
+from jaxwm.config import preset
+
+
+def get_config():
+    c = preset("cifar10")
+    c.mode = "pipeline"
+    c.pipeline.methods = ("baseline",)
+    c.pipeline.victim = "runs/cifar10_partitioned/victim"
+    return c

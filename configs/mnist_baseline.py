@@ -1,0 +1,20 @@
+"""Watermark pipeline on MNIST: the full fine-tuning baseline alone on MNIST (reuses the victim of configs/mnist_partitioned.py when it exists).
+
+Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/mnist_baseline.py
+           (Offline copy: add --config.data.source=folder:../shared/data/mnist.tar.gz)
+Runtime:   victim as configs/mnist.py, plus under a minute per embedding on one H100/H200.
+Expected:  results.json and table1.md in runs/mnist_baseline; paper (clean acc / retention):
+           partitioned 99.47% / 86.67%, baseline 99.03% / 87.83%. Training on the 100 triggers alone
+           (embed.clean_per_trigger=0, the paper's setting) may cost clean accuracy; set
+           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
+"""
+
+from jaxwm.config import preset
+
+
+def get_config():
+    c = preset("mnist")
+    c.mode = "pipeline"
+    c.pipeline.methods = ("baseline",)
+    c.pipeline.victim = "runs/mnist_partitioned/victim"
+    return c
