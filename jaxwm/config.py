@@ -251,8 +251,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
     },
     "cifar10": {
         "data.source": "tfds:cifar10",
-        "train.epochs": 40, "train.batch_size": 512, "train.peak_lr": 0.4,
-        "train.warmup_epochs": 10.0, "train.schedule": "linear", "train.label_smoothing": 0.1,
+        "train.epochs": 50, "train.batch_size": 512, "train.peak_lr": 0.4,
+        "train.warmup_epochs": 12.0, "train.schedule": "linear", "train.label_smoothing": 0.1,
     },
     "cifar100": {
         "data.source": "tfds:cifar100",

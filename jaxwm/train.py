@@ -253,27 +253,44 @@ def make_train_step(
 
 
 def make_train_chunk(
-    step: Callable, batch_size: int, chunk_steps: int, *, unroll: bool | None = None
+    step: Callable, batch_size: int, chunk_steps: int, *, host_loop: bool | None = None
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
-    """Jits ``chunk_steps`` steps in one ``lax.scan`` over batches taken from a permutation.
+    """Runs ``chunk_steps`` jitted steps over batches taken from a permutation.
 
     Returns ``run(ts, images, labels, perm, start) -> (ts, metrics)``: batch ``i`` of the chunk
-    is ``images[perm[start + i * batch_size : ...]]``. ``ts`` is donated; the dataset is not.
-    ``start`` is traced, so every chunk of every epoch reuses one compilation.
+    is ``images[perm[start + i * batch_size : ...]]``; metrics are summed over the chunk. ``ts``
+    is donated; the dataset is not. ``start`` is traced, so every chunk of every epoch reuses one
+    compilation.
 
-    ``unroll`` (default: only on CPU) unrolls the scan. XLA:CPU picks slow layouts for backward
-    convolutions inside a loop body (20-30x slower per step, measured with bench/), while on
-    GPU/TPU the rolled loop is as fast and compiles much faster.
+    On GPU/TPU the chunk is one ``lax.scan`` in one jitted call (no host round trip between
+    steps). ``host_loop`` (default: only on CPU) instead dispatches one jitted step per batch
+    from Python, still asynchronously: XLA:CPU picks slow layouts for backward convolutions
+    inside a loop body, 20-30x slower per step (measured with bench/train_throughput.py).
     """
-    if unroll is None:
-        unroll = jax.default_backend() == "cpu"
+    if host_loop is None:
+        host_loop = jax.default_backend() == "cpu"
+
+    def one(ts, images, labels, perm, start):
+        idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
+        return step(ts, images[idx], labels[idx])
+
+    if host_loop:
+        jstep = jax.jit(one, donate_argnums=(0,))
+
+        def run_host(ts, images, labels, perm, start):
+            total = None
+            for i in range(chunk_steps):
+                ts, m = jstep(ts, images, labels, perm, start + i * batch_size)
+                total = m if total is None else jax.tree.map(jnp.add, total, m)
+            return ts, total
+
+        return run_host
 
     def run(ts, images, labels, perm, start):
         def body(ts, i):
-            idx = jax.lax.dynamic_slice_in_dim(perm, start + i * batch_size, batch_size)
-            return step(ts, images[idx], labels[idx])
+            return one(ts, images, labels, perm, start + i * batch_size)
 
-        ts, metrics = jax.lax.scan(body, ts, jnp.arange(chunk_steps), unroll=bool(unroll))
+        ts, metrics = jax.lax.scan(body, ts, jnp.arange(chunk_steps))
         return ts, jax.tree.map(jnp.sum, metrics)
 
     return jax.jit(run, donate_argnums=(0,))

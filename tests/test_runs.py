@@ -116,4 +116,6 @@ def test_missing_secret_and_missing_victim_are_clear(tmp_path):
         *TINY, "--config.mode=embed", f"--config.embed.victim={tmp_path / 'nope'}",
         f"--workdir={tmp_path}", check=False,
     )  # fmt: skip
-    assert proc.returncode != 0 and "no saved model" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode != 0 and "no saved model" in proc.stderr and "Traceback" not in proc.stderr
+    )
