@@ -16,7 +16,9 @@ from typing import Any
 
 import ml_collections
 
-MODES = ("train", "embed", "verify", "pipeline")
+MODES = ("train", "embed", "verify", "pipeline", "attack")
+ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
+                "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
 
 
@@ -95,6 +97,27 @@ def defaults() -> ml_collections.ConfigDict:
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.methods = ("partitioned", "baseline")
     c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
+
+    # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.attack_runs). Strength
+    # lists are tuples so they can be overridden on the command line: --config.attack.ft_epochs=(0,2)
+    c.attack = ml_collections.ConfigDict()
+    c.attack.source = ""  # pipeline run directory (victim/, partitioned/, baseline/, watermark/)
+    c.attack.schemes = ("partitioned", "baseline")
+    c.attack.kinds = ATTACK_KINDS
+    c.attack.data_fraction = 0.5  # share of the TEST set given to the attacker; the rest evaluates
+    c.attack.batch_size = 64
+    c.attack.ft_epochs = (0, 1, 2, 4, 8)  # ftll/ftal/rtll/rtal/adaptive strengths (epochs)
+    c.attack.ft_lr = 0.01
+    # Ratios of prune (activation frequency), magnitude and fine_prune.
+    c.attack.prune_ratios = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    c.attack.fine_prune_epochs = 2
+    c.attack.quant_bits = (8, 6, 4)
+    c.attack.noise_sigmas = (0.0, 0.05, 0.1, 0.2, 0.5)  # multiples of each layer's weight std
+    c.attack.distill_epochs = (5, 10)
+    c.attack.distill_lr = 0.05
+    c.attack.overwrite_epochs = (10, 30)  # epochs of the attacker's own partitioned embedding
+    c.attack.max_acc_drop = 0.05  # WRT: success needs at most this clean-accuracy loss (fraction)
+    c.attack.plots = True
     return c
 
 
@@ -186,6 +209,48 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline"},
         "a non-empty tuple of partitioned|baseline",
     ),
+    (
+        "attack.schemes",
+        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline"},
+        "a non-empty tuple of partitioned|baseline",
+    ),
+    (
+        "attack.kinds",
+        lambda v: len(v) > 0 and set(v) <= set(ATTACK_KINDS),
+        f"a non-empty tuple of {'|'.join(ATTACK_KINDS)}",
+    ),
+    ("attack.data_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("attack.batch_size", _positive, "> 0"),
+    ("attack.ft_epochs", lambda v: len(v) > 0 and min(v) >= 0, "a non-empty tuple of epochs >= 0"),
+    ("attack.ft_lr", _positive, "> 0"),
+    (
+        "attack.prune_ratios",
+        lambda v: len(v) > 0 and all(0 <= x <= 1 for x in v),
+        "a non-empty tuple of ratios in [0, 1]",
+    ),
+    ("attack.fine_prune_epochs", _nonneg, ">= 0"),
+    (
+        "attack.quant_bits",
+        lambda v: len(v) > 0 and all(2 <= x <= 16 for x in v),
+        "a non-empty tuple of bit widths in [2, 16]",
+    ),
+    (
+        "attack.noise_sigmas",
+        lambda v: len(v) > 0 and min(v) >= 0,
+        "a non-empty tuple of sigmas >= 0",
+    ),
+    (
+        "attack.distill_epochs",
+        lambda v: len(v) > 0 and min(v) > 0,
+        "a non-empty tuple of epochs > 0",
+    ),
+    ("attack.distill_lr", _positive, "> 0"),
+    (
+        "attack.overwrite_epochs",
+        lambda v: len(v) > 0 and min(v) > 0,
+        "a non-empty tuple of epochs > 0",
+    ),
+    ("attack.max_acc_drop", lambda v: 0 <= v <= 1, "in [0, 1] (a fraction: 0.05 = 5 points)"),
 ]
 
 
@@ -275,9 +340,11 @@ def preset(dataset: str) -> ml_collections.ConfigDict:
     c.train.eval_every = 5
     c.train.checkpoint_every = 5
     c.embed.layers_to_turn = ("layer4", "head")
-    c.embed.epochs = 30
-    c.embed.batch_size = 50
-    c.embed.lr = 1e-3
+    # Measured on an H200 (bench/embed_grid.py, bench/RESULTS.md): AdamW 1e-3 diverges on
+    # ResNet18 with D alone; 1e-4 in batches of 20 for 60 epochs reaches ~97-99% retention.
+    c.embed.epochs = 60
+    c.embed.batch_size = 20
+    c.embed.lr = 1e-4
     for dotted, value in _PRESETS[dataset].items():
         section, name = dotted.split(".")
         c[section][name] = value

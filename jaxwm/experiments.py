@@ -140,12 +140,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.public_dict(cfg))
-    from jaxwm import runs  # the watermark modes build on this module
+    from jaxwm import attack_runs, runs  # the watermark modes build on this module
 
     modes = {
         "train": run_train,
         "embed": runs.run_embed,
         "verify": runs.run_verify,
         "pipeline": runs.run_pipeline,
+        "attack": attack_runs.run_attack,
     }
     return modes[cfg.mode](cfg, workdir)

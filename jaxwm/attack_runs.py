@@ -1,0 +1,460 @@
+"""Mode ``attack``: sweep watermark-removal attacks over a finished pipeline run.
+
+Reads ``attack.source`` (a ``pipeline`` run directory: ``victim/``, ``partitioned/``,
+``baseline/``, ``watermark/manifest0.json``), regenerates the owner's trigger set from the secret,
+and attacks each watermarked model with every kind in ``attack.kinds`` at every strength. The
+attacker's data is a held-out share (``attack.data_fraction``) of the *test* set; clean accuracy
+is measured on the rest, so attacker data never overlaps evaluation data.
+
+Each point is verified as the owner would (:func:`jaxwm.verify.verify_predictions`, with the
+null threshold fitted on the victim and any other independent models) and scored by the
+Watermark-Robustness-Toolbox criterion (Lukas et al. 2022): an attack *succeeds* when ownership
+can no longer be shown while clean accuracy fell by at most ``attack.max_acc_drop`` against the
+unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
+plots of :mod:`jaxwm.plots` to the run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxwm import attacks, checkpoint, config, embed, experiments, runs, train, triggers, verify
+
+PyTree = Any
+Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
+
+ATTACK_KINDS = config.ATTACK_KINDS
+FINETUNE_KINDS = ("ftll", "ftal", "rtll", "rtal")
+STRENGTH_UNITS = {**{k: "epochs" for k in (*FINETUNE_KINDS, "adaptive", "distill", "overwrite")},
+                  "prune": "ratio", "magnitude": "ratio", "fine_prune": "ratio",
+                  "quantize": "bits", "noise": "sigma"}  # fmt: skip
+LAST_LAYER = "head"  # the models of jaxwm.models name their classifier "head"
+CSV_FIELDS = ("attack", "scheme", "strength", "unit", "clean_accuracy", "accuracy_drop",
+              "retention", "k", "n", "p_value", "log10_p_value", "owned", "success",
+              "attacker_retention")  # fmt: skip
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def stronger(attack: str, strength: float) -> float:
+    """Sort key that grows with attack strength (fewer quantization bits = stronger).
+
+    Args:
+      attack: Attack kind.
+      strength: Its strength value.
+
+    Returns:
+      A number, larger for a stronger attack.
+    """
+    return -strength if attack == "quantize" else strength
+
+
+def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits ``n`` test examples into the attacker's share and the evaluation share.
+
+    Args:
+      n: Size of the test set.
+      fraction: Share given to the attacker, in (0, 1).
+      seed: Seed of the random permutation.
+
+    Returns:
+      ``(attacker_indices, eval_indices)``, sorted, disjoint, covering ``range(n)``; both
+      non-empty.
+    """
+    n_att = int(round(fraction * n))
+    if not 0 < n_att < n:
+        raise config.ConfigError(
+            f"attack.data_fraction={fraction} of the {n} test images leaves the attacker or the "
+            "evaluation without data; pick a fraction that keeps both non-empty"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[:n_att]), np.sort(perm[n_att:])
+
+
+def decision_threshold(n: int, num_classes: int, alpha: float, null_thr: float | None) -> float:
+    """The smallest retention at which the owner's verification claims ownership.
+
+    Ownership needs ``p < alpha`` (binomial against ``1/K``) and, with null models, a retention
+    above ``null_thr``; both tests are monotone in the number of matches ``k``, so there is one
+    cut-off ``k_min / n``: owned if and only if ``retention >= decision_threshold``.
+
+    Args:
+      n: Number of triggers.
+      num_classes: ``K``.
+      alpha: Significance level.
+      null_thr: Null-model threshold (:func:`jaxwm.verify.null_threshold`), or None.
+
+    Returns:
+      ``k_min / n``, or ``inf`` when no retention would be owned.
+    """
+    for k in range(n + 1):
+        if verify.binomial_pvalue(k, n, 1.0 / num_classes) < alpha and (
+            null_thr is None or k / n > null_thr
+        ):
+            return k / n
+    return math.inf
+
+
+def wrt_success(
+    retention: float,
+    accuracy: float,
+    reference_accuracy: float,
+    threshold: float,
+    max_drop: float = 0.05,
+) -> bool:
+    """Watermark-Robustness-Toolbox success: watermark removed, model still useful.
+
+    Args:
+      retention: Watermark accuracy of the attacked model.
+      accuracy: Its clean accuracy.
+      reference_accuracy: Clean accuracy of the unattacked watermarked model.
+      threshold: Decision threshold (:func:`decision_threshold`): owned iff retention >= it.
+      max_drop: Largest tolerated clean-accuracy loss, as a fraction (0.05 = 5 points).
+
+    Returns:
+      True when retention is below the threshold and accuracy fell by at most ``max_drop``.
+    """
+    return bool(retention < threshold and reference_accuracy - accuracy <= max_drop + 1e-9)
+
+
+@dataclasses.dataclass
+class _Context:
+    """What every attack needs, built once per run (compiled functions included)."""
+
+    cfg: ml_collections.ConfigDict
+    model: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    x_att: np.ndarray
+    y_att: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    trig: triggers.TriggerSet
+    num_classes: int
+    nulls: list[float]
+    evaluate: Callable
+    predict: Callable
+
+    def labels_on(self, params: PyTree, state: PyTree, images: Any = None) -> np.ndarray:
+        """Predicted labels on the owner's triggers (or on ``images``)."""
+        images = self.trig.images if images is None else images
+        bs = min(256, len(images))
+        return verify.predict_labels(lambda x: self.predict(params, state, x), images, bs)
+
+    def measure(self, params: PyTree, state: PyTree) -> tuple[float, verify.Verdict]:
+        """Clean accuracy on the evaluation split, and the owner's verdict."""
+        acc = float(self.evaluate(params, state, self.x_eval, self.y_eval))
+        v = verify.verify_predictions(
+            self.labels_on(params, state), self.trig.labels, self.num_classes,
+            alpha=self.cfg.verify.alpha, fpr=self.cfg.verify.fpr, null_retentions=self.nulls,
+        )  # fmt: skip
+        return acc, v
+
+
+def _strengths(values) -> list:
+    return sorted(set(values))
+
+
+def _points(kind: str, ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Point]:
+    """Runs one attack over its strengths, yielding each attacked model."""
+    a, m = ctx.cfg.attack, ctx.model
+    data = dict(mean=ctx.mean, std=ctx.std, key=key, batch_size=a.batch_size)
+    if kind in FINETUNE_KINDS:
+        extra: dict[str, Any] = {}
+        if kind in ("ftll", "rtll"):
+            extra["trainable"] = [LAST_LAYER]
+        if kind in ("rtll", "rtal"):
+            extra.update(reinit=[LAST_LAYER], init_fn=m.init)
+        eps = _strengths(a.ft_epochs)
+        # One training run gives every strength (snapshots; constant learning rate).
+        outs = attacks.finetune_sweep(m.apply, params, state, ctx.x_att, ctx.y_att,
+                                      strengths=eps, lr=a.ft_lr, **data, **extra)  # fmt: skip
+        for e, (p, s) in zip(eps, outs, strict=True):
+            yield e, p, s, {}
+    elif kind == "adaptive":
+        # Algorithm 1's schedule depends on the total epochs, so each strength is its own run.
+        for e in _strengths(a.ft_epochs):
+            p, s = attacks.adaptive_finetune(
+                m.apply, params, state, ctx.x_att, ctx.y_att,
+                layers_to_turn=list(ctx.cfg.embed.layers_to_turn), epochs=e, lr=a.ft_lr, **data,
+            )  # fmt: skip
+            yield e, p, s, {}
+    elif kind == "prune":
+        freqs = attacks.activation_frequency(m.activations, params, state, ctx.x_att,
+                                             mean=ctx.mean, std=ctx.std)  # fmt: skip
+        for r in _strengths(a.prune_ratios):
+            keep = attacks.frequency_keep_masks(freqs, r)
+            mask = attacks.channel_masks_to_param_mask(keep, m.prunable, params)
+            yield r, attacks.apply_mask(params, mask), state, {}
+    elif kind == "magnitude":
+        for r in _strengths(a.prune_ratios):
+            yield r, attacks.apply_mask(params, attacks.magnitude_mask(params, r)), state, {}
+    elif kind == "fine_prune":
+        for r in _strengths(a.prune_ratios):
+            p, s = attacks.fine_prune(
+                m.apply, m.activations, m.prunable, params, state, ctx.x_att, ctx.y_att,
+                ratio=r, epochs=a.fine_prune_epochs, lr=a.ft_lr, **data,
+            )  # fmt: skip
+            yield r, p, s, {}
+    elif kind == "quantize":
+        for bits in _strengths(a.quant_bits):
+            yield bits, attacks.quantize(params, int(bits)), state, {}
+    elif kind == "noise":
+        # One key for every sigma: the same noise direction, scaled, gives a smooth curve.
+        for sigma in _strengths(a.noise_sigmas):
+            yield sigma, attacks.gaussian_noise(params, key, sigma), state, {}
+    elif kind == "distill":
+        for e in _strengths(a.distill_epochs):
+            p, s = attacks.distill(m.apply, params, state, m.init, m.apply, ctx.x_att,
+                                   epochs=e, lr=a.distill_lr, **data)  # fmt: skip
+            yield e, p, s, {}
+    elif kind == "overwrite":
+        yield from _overwrite(ctx, params, state, key)
+    else:
+        raise config.ConfigError(f"unknown attack kind {kind!r}; known: {ATTACK_KINDS}")
+
+
+def _overwrite(ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Point]:
+    """The attacker embeds its own noise watermark by the partitioned method (Algorithm 1)."""
+    cfg = ctx.cfg
+    # A different key gives a different set: the attacker cannot know the owner's secret.
+    mine = triggers.make_trigger_set(
+        "noise", secret=f"attacker:{cfg.seed}", size=cfg.watermark.size,
+        image_shape=ctx.x_att.shape[1:], num_classes=ctx.num_classes,
+    )  # fmt: skip
+    for e in _strengths(cfg.attack.overwrite_epochs):
+        settings = dataclasses.replace(runs.embed_settings(cfg), epochs=e, target_retention=0.0)
+        p, s, _ = embed.partitioned_embed(
+            ctx.model.apply, params, state, mine.images, mine.labels,
+            layers_to_turn=list(cfg.embed.layers_to_turn), settings=settings,
+            mean=ctx.mean, std=ctx.std, key=key, clean_images=ctx.x_att,
+            clean_labels=ctx.y_att, clean_per_trigger=cfg.embed.clean_per_trigger,
+        )  # fmt: skip
+        own = verify.retention(ctx.labels_on(p, s, mine.images), mine.labels)
+        yield e, p, s, {"attacker_retention": own}
+
+
+def _record(ctx, attack, scheme, strength, acc, v, ref, threshold, extra) -> dict[str, Any]:
+    drop = ref["clean_accuracy"] - acc
+    return {
+        "attack": attack, "scheme": scheme, "strength": strength,
+        "unit": STRENGTH_UNITS[attack], "clean_accuracy": acc, "accuracy_drop": drop,
+        "retention": v.retention, "k": v.k, "n": v.n, "p_value": v.p_value,
+        "log10_p_value": v.log10_p_value, "owned": bool(v.owned),
+        # Nothing to remove when the unattacked model was not owned in the first place.
+        "success": ref["owned"] and wrt_success(v.retention, acc, ref["clean_accuracy"],
+                                                threshold, ctx.cfg.attack.max_acc_drop),
+        **extra,
+    }  # fmt: skip
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per attack and scheme: the strongest strength still owned, and WRT success.
+
+    Args:
+      records: Point records as written to ``attacks.json``.
+
+    Returns:
+      One row per (attack, scheme) in first-seen order: ``strongest_owned`` (strongest owned
+      strength, None if none), ``weakest_lost`` (weakest strength not owned), ``success`` (any
+      point met the WRT criterion), ``success_at`` (weakest such strength), the strongest point's
+      retention and accuracy.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["attack"], r["scheme"]), []).append(r)
+    rows = []
+    for (attack, scheme), rs in groups.items():
+        rs = sorted(rs, key=lambda r: stronger(attack, r["strength"]))
+        owned = [r["strength"] for r in rs if r["owned"]]
+        lost = [r["strength"] for r in rs if not r["owned"]]
+        wins = [r["strength"] for r in rs if r["success"]]
+        rows.append({
+            "attack": attack, "scheme": scheme, "unit": rs[0]["unit"], "points": len(rs),
+            "strongest_owned": owned[-1] if owned else None,
+            "weakest_lost": lost[0] if lost else None,
+            "success": bool(wins), "success_at": wins[0] if wins else None,
+            "strongest": rs[-1]["strength"], "retention_at_strongest": rs[-1]["retention"],
+            "accuracy_at_strongest": rs[-1]["clean_accuracy"],
+        })  # fmt: skip
+    return rows
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`summarize` rows.
+
+    Args:
+      rows: Rows from :func:`summarize`.
+
+    Returns:
+      The table, one line per (attack, scheme).
+    """
+
+    def fmt(x):
+        return "—" if x is None else f"{x:g}"
+
+    out = ["| attack | scheme | unit | strongest owned | weakest lost | strongest: ret % / acc % "
+           "| WRT success |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        win = f"yes (at {fmt(r['success_at'])})" if r["success"] else "no"
+        out.append(
+            f"| {r['attack']} | {r['scheme']} | {r['unit']} | {fmt(r['strongest_owned'])} | "
+            f"{fmt(r['weakest_lost'])} | {fmt(r['strongest'])}: {100 * r['retention_at_strongest']:.1f}"
+            f" / {100 * r['accuracy_at_strongest']:.1f} | {win} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _null_retention(ctx: _Context, run_dir: Path, like: PyTree) -> float:
+    """Retention of an independent model; other architectures get their own predict function."""
+    n_model, p, s, meta = runs.load_model_for(run_dir)
+    if jax.tree.structure(p) == jax.tree.structure(like):
+        return verify.retention(ctx.labels_on(p, s), ctx.trig.labels)
+    norm = meta["normalization"]
+    predict = train.make_predict(n_model.apply, norm["mean"], norm["std"])
+    pred = verify.predict_labels(lambda x: predict(p, s, x), ctx.trig.images)
+    return verify.retention(pred, ctx.trig.labels)
+
+
+def _load_source(cfg: ml_collections.ConfigDict) -> tuple[Path, dict, Path]:
+    """Checks ``attack.source`` and returns it, the owner's manifest and the victim's directory."""
+    if not cfg.attack.source:
+        raise config.ConfigError(
+            "mode=attack needs attack.source: the run directory of a finished pipeline "
+            "(run launch.py with mode=pipeline first; it writes victim/, partitioned/, baseline/ "
+            "and watermark/manifest0.json)"
+        )
+    src = Path(cfg.attack.source)
+    manifest_path = src / "watermark" / "manifest0.json"
+    if not manifest_path.is_file():
+        raise config.ConfigError(
+            f"attack.source={str(src)!r} is not a finished pipeline run: no {manifest_path}"
+        )
+    missing = [s for s in cfg.attack.schemes if not (src / s / "model").is_dir()]
+    if missing:
+        raise config.ConfigError(
+            f"attack.source={str(src)!r} has no model for scheme(s) {missing}; set "
+            "attack.schemes to the methods that pipeline.methods embedded"
+        )
+    _, _, meta = checkpoint.load_model(src / cfg.attack.schemes[0])
+    victim = meta["config"].get("pipeline", {}).get("victim") or str(src / "victim")
+    return src, triggers.read_manifest(manifest_path), Path(victim)
+
+
+def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Mode ``attack``: every attack in ``attack.kinds`` against every scheme, at every strength.
+
+    Args:
+      cfg: Validated config; ``attack.source`` names the pipeline run directory.
+      workdir: Output directory.
+
+    Returns:
+      The dict written to ``attacks.json``.
+    """
+    t0 = time.perf_counter()
+    src, manifest, victim_dir = _load_source(cfg)
+    ds = experiments.load_data(cfg)
+    model, v_params, v_state, v_meta = runs.load_model_for(victim_dir, ds.num_classes)
+    saved = v_meta["dataset"].get("source")
+    if saved and saved != cfg.data.source:
+        raise config.ConfigError(
+            f"data.source={cfg.data.source!r} but the pipeline in {src} used {saved!r}; "
+            "run the attack with the pipeline's config (only mode and attack.* should differ)"
+        )
+    images, labels = runs.trigger_sources(cfg, ds) if manifest["kind"] != "noise" else (None, None)
+    trig = triggers.regenerate(manifest, secret=config.secret(cfg), source_images=images,
+                               source_labels=labels)  # fmt: skip
+    att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
+    mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))
+    ctx = _Context(
+        cfg, model, mean, std, ds.test_images[att_idx], ds.test_labels[att_idx],
+        ds.test_images[eval_idx], ds.test_labels[eval_idx], trig, int(manifest["num_classes"]),
+        [], train.make_eval(model.apply, mean, std), train.make_predict(model.apply, mean, std),
+    )  # fmt: skip
+
+    # Independent (non-watermarked) models: the victim, pipeline nulls, and verify.nulls.
+    null_dirs = sorted(p.parent for p in src.glob("null*/model")) + list(cfg.verify.nulls)
+    ctx.nulls.append(verify.retention(ctx.labels_on(v_params, v_state), trig.labels))
+    for d in null_dirs:
+        ctx.nulls.append(_null_retention(ctx, d, v_params))
+    null_thr = verify.null_threshold(ctx.nulls, cfg.verify.fpr)
+    threshold = decision_threshold(len(trig), ctx.num_classes, cfg.verify.alpha, null_thr)
+    v_acc, v_verdict = ctx.measure(v_params, v_state)
+    _say(f"attack: {len(att_idx)} attacker / {len(eval_idx)} evaluation test images; "
+         f"victim acc {v_acc:.3f} retention {v_verdict.retention:.3f}; owned iff retention >= "
+         f"{threshold:.3f} (nulls {[round(x, 3) for x in ctx.nulls]})")  # fmt: skip
+
+    reference, records, timings = {}, [], {}
+    kinds = list(dict.fromkeys(cfg.attack.kinds))  # a repeated kind would duplicate records
+    base_key = jax.random.key(cfg.seed)
+    for scheme in cfg.attack.schemes:
+        params, state, _ = checkpoint.load_model(src / scheme)
+        if jax.tree.structure(params) != jax.tree.structure(v_params):
+            raise config.ConfigError(f"{src / scheme} is not the victim's architecture")
+        acc, v = ctx.measure(params, state)
+        reference[scheme] = {"clean_accuracy": acc, **v.to_dict()}
+        if not v.owned:
+            _say(f"warning: the unattacked {scheme} model is not owned ({v.reason}); no attack "
+                 "on it can count as a success")  # fmt: skip
+        for i, kind in enumerate(kinds):
+            t1 = time.perf_counter()
+            # The same key for both schemes: paired comparisons (same data order and noise).
+            key = jax.random.fold_in(base_key, ATTACK_KINDS.index(kind))
+            got = []
+            for strength, p, s, extra in _points(kind, ctx, params, state, key):
+                acc_k, v_k = ctx.measure(p, s)
+                got.append(_record(ctx, kind, scheme, strength, acc_k, v_k, reference[scheme],
+                                   threshold, extra))  # fmt: skip
+            records += got
+            timings[f"{kind}/{scheme}"] = time.perf_counter() - t1
+            _say(f"[{scheme} {i + 1}/{len(kinds)}] {kind}: {len(got)} points in "
+                 f"{timings[f'{kind}/{scheme}']:.1f} s; retention "
+                 + " ".join(f"{r['strength']:g}:{r['retention']:.2f}" for r in got))  # fmt: skip
+
+    rows = summarize(records)
+    out = {
+        "source": str(src), "dataset": ds.name, "num_classes": ctx.num_classes,
+        "model": model.name, "trigger": {k: manifest[k] for k in ("kind", "size", "commitment")},
+        "split": {"fraction": cfg.attack.data_fraction, "attacker": len(att_idx),
+                  "eval": len(eval_idx), "attacker_indices": att_idx.tolist()},
+        "victim": {"clean_accuracy": v_acc, **v_verdict.to_dict()},
+        "null_retentions": ctx.nulls, "null_threshold": null_thr,
+        "decision_threshold": threshold, "chance": 1.0 / ctx.num_classes,
+        "max_acc_drop": cfg.attack.max_acc_drop, "strength_units": STRENGTH_UNITS,
+        "reference": reference, "records": records, "summary": rows, "timings_s": timings,
+        "environment": experiments.environment(), "wall_s": time.perf_counter() - t0,
+    }  # fmt: skip
+    experiments.write_json(workdir / "attacks.json", out)
+    with open(workdir / "attacks.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_FIELDS, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    table = summary_table(rows)
+    head = (f"Attacks on {src} ({ds.name}, {model.name}): owned iff retention >= "
+            f"{100 * threshold:.1f}% (chance {100 / ctx.num_classes:.1f}%); WRT success = not "
+            f"owned with at most {100 * cfg.attack.max_acc_drop:g} points of accuracy lost.\n"
+            f"Unattacked: " + ", ".join(f"{k} acc {100 * r['clean_accuracy']:.1f}% ret "
+                                        f"{100 * r['retention']:.1f}%" for k, r in reference.items())
+            + f"; wall {out['wall_s']:.0f} s.\n\n")  # fmt: skip
+    (workdir / "attacks.md").write_text(head + table)
+    print(head + table, end="")
+    if cfg.attack.plots:
+        from jaxwm import plots  # matplotlib only when plotting
+
+        out["plots"] = [str(p) for p in plots.plot_all(out, workdir)]
+        experiments.write_json(workdir / "attacks.json", out)
+        _say("plots: " + ", ".join(out["plots"]))
+    return out

@@ -1,0 +1,158 @@
+"""Mode ``attack`` end to end on a tiny pipeline run, and its success criterion and data split."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxwm import attack_runs, config, plots, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "test-owner-key"
+TINY = [
+    "--config=configs/demo.py",
+    "--config.data.source=synthetic:train=256,test=64,classes=4",
+    "--config.model.stage_sizes=(1,1)",
+    "--config.model.widths=(16,32)",
+    "--config.train.epochs=4",
+    "--config.train.batch_size=32",
+    "--config.train.steps_per_call=4",
+    "--config.watermark.size=16",
+    "--config.watermark.secret=",
+    "--config.embed.layers_to_turn=('layer2','head')",
+    "--config.embed.epochs=40",
+    "--config.embed.lr=0.003",
+    "--config.embed.batch_size=16",
+    "--config.progress=False",
+]
+ATTACK = [
+    "--config.mode=attack",
+    "--config.attack.kinds=('ftal','prune','quantize')",
+    "--config.attack.ft_epochs=(0,1)",
+    "--config.attack.prune_ratios=(0.0,0.5)",
+    "--config.attack.quant_bits=(8,)",
+    "--config.attack.batch_size=16",
+]
+PNGS = ("fig2_finetune.png", "fig3_pruning.png", "attacks_other.png", "attacks_scatter.png")
+
+
+def launch(*args, check=True):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXWM_SECRET=SECRET)
+    proc = subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"launch.py failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def attack_run(tmp_path_factory):
+    src = tmp_path_factory.mktemp("pipeline")
+    launch(*TINY, f"--workdir={src}")
+    wd = tmp_path_factory.mktemp("attack")
+    proc = launch(*TINY, *ATTACK, f"--config.attack.source={src}", f"--workdir={wd}")
+    return wd, json.loads((wd / "attacks.json").read_text()), proc
+
+
+def test_writes_results_table_and_plots(attack_run):
+    wd, out, proc = attack_run
+    for name in ("attacks.json", "attacks.csv", "attacks.md", *PNGS):
+        assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
+    assert "| ftal | partitioned |" in proc.stdout and "WRT success" in proc.stdout
+    assert "[baseline 3/3] quantize" in proc.stderr
+    rows = list(csv.DictReader((wd / "attacks.csv").open()))
+    assert len(rows) == len(out["records"]) == 2 * (2 + 2 + 1)
+    assert {(r["attack"], r["scheme"]) for r in out["summary"]} == {
+        (a, s) for a in ("ftal", "prune", "quantize") for s in ("partitioned", "baseline")
+    }
+    assert SECRET not in (wd / "attacks.json").read_text()
+
+
+def test_records_are_complete_and_consistent(attack_run):
+    _, out, _ = attack_run
+    fields = set(attack_runs.CSV_FIELDS) - {"attacker_retention"}
+    for r in out["records"]:
+        assert fields <= set(r), set(r) ^ fields
+        assert r["unit"] == attack_runs.STRENGTH_UNITS[r["attack"]]
+        assert r["retention"] == r["k"] / r["n"] and r["n"] == 16
+        # owned iff at or above the decision threshold; success = not owned and usable.
+        assert r["owned"] == (r["retention"] >= out["decision_threshold"])
+        ok_acc = r["accuracy_drop"] <= out["max_acc_drop"] + 1e-9
+        ref_owned = out["reference"][r["scheme"]]["owned"]
+        assert r["success"] == (ref_owned and not r["owned"] and ok_acc)
+    assert out["null_retentions"][0] == out["victim"]["retention"]
+
+
+def test_strength_zero_reproduces_the_unattacked_model(attack_run):
+    _, out, _ = attack_run
+    for scheme, ref in out["reference"].items():
+        assert ref["owned"] is True, scheme
+        for attack, zero in (("ftal", 0), ("prune", 0.0)):
+            [r] = [
+                r
+                for r in out["records"]
+                if (r["attack"], r["scheme"], r["strength"]) == (attack, scheme, zero)
+            ]
+            assert r["retention"] == ref["retention"] and r["p_value"] == ref["p_value"]
+            assert r["clean_accuracy"] == ref["clean_accuracy"] and r["accuracy_drop"] == 0
+            assert r["owned"] is True and r["success"] is False
+
+
+def test_attacker_data_is_disjoint_from_evaluation_data(attack_run):
+    _, out, _ = attack_run
+    split = out["split"]
+    assert split["attacker"] + split["eval"] == 64 and split["attacker"] == 32
+    att, ev = attack_runs.split_attacker(64, split["fraction"], 0)
+    assert att.tolist() == split["attacker_indices"]
+    assert not set(att) & set(ev) and sorted([*att, *ev]) == list(range(64))
+    a2, _ = attack_runs.split_attacker(64, 0.5, 0)
+    assert np.array_equal(att, a2)  # deterministic per seed
+    with pytest.raises(config.ConfigError, match="data_fraction"):
+        attack_runs.split_attacker(10, 0.01, 0)
+
+
+@pytest.mark.parametrize(
+    "retention, accuracy, reference, threshold, expected",
+    [
+        (0.10, 0.95, 0.97, 0.28, True),  # removed, 2 points lost
+        (0.10, 0.92, 0.97, 0.28, True),  # exactly 5 points lost still counts
+        (0.10, 0.91, 0.97, 0.28, False),  # removed but 6 points lost: model ruined
+        (0.28, 0.97, 0.97, 0.28, False),  # at the threshold: still owned
+        (0.90, 0.99, 0.97, 0.28, False),  # watermark intact
+        (0.00, 0.99, 0.97, 0.28, True),  # accuracy gained
+        (0.50, 0.97, 0.97, math.inf, True),  # nothing is ever owned
+    ],
+)
+def test_wrt_success_criterion(retention, accuracy, reference, threshold, expected):
+    assert attack_runs.wrt_success(retention, accuracy, reference, threshold) is expected
+
+
+@pytest.mark.parametrize("n, k_classes, nulls", [(16, 4, None), (16, 4, [0.4]), (50, 10, [0.12])])
+def test_decision_threshold_matches_verification(n, k_classes, nulls):
+    thr = verify.null_threshold(nulls, 0.05) if nulls else None
+    cut = attack_runs.decision_threshold(n, k_classes, 1e-3, thr)
+    labels = np.zeros(n, np.int32)
+    for k in range(n + 1):
+        pred = np.where(np.arange(n) < k, 0, 1).astype(np.int32)
+        v = verify.verify_predictions(pred, labels, k_classes, alpha=1e-3, null_retentions=nulls)
+        assert v.owned == (v.retention >= cut), (k, cut)
+
+
+def test_plot_cli_replots(attack_run, tmp_path):
+    wd, _, _ = attack_run
+    paths = plots.main([str(wd / "attacks.json"), "--out", str(tmp_path)])
+    assert sorted(p.name for p in paths) == sorted(PNGS)
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    proc = launch(*TINY, "--config.mode=attack", f"--workdir={tmp_path}", check=False)
+    assert proc.returncode != 0 and "attack.source" in proc.stderr
+    assert "Traceback" not in proc.stderr
