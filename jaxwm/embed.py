@@ -79,10 +79,9 @@ class EmbedSettings:
       batch_size: Batch size (clipped to the training-set size).
       optimizer: "adamw" or "sgd".
       weight_decay: Decoupled weight decay on kernels.
-      freeze_bn_stats: Keep every BatchNorm in inference mode with its statistics unchanged.
-        D is small and out of distribution: its batch statistics would overwrite the running
-        averages of the unfrozen layers and cost clean accuracy. Verification runs in
-        inference mode anyway, so this trains exactly the function that is later queried.
+      freeze_bn_stats: Keep every BatchNorm in inference mode with its statistics unchanged, so
+        the function trained is exactly the one later verified and the triggers' batch
+        statistics never enter the running averages (measurements: bench/RESULTS.md).
       target_retention: Stop early once accuracy on D reaches this (0 disables).
     """
 
