@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxwm import checkpoint, train
+from jaxwm import checkpoint, parallel, train
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -121,6 +121,7 @@ def fit(
     init_state: train.TrainState | None = None,
     progress: bool = True,
     desc: str = "train",
+    data_parallel: bool | None = None,
 ) -> FitResult:
     """Trains a model on ``arrays``, resuming from ``workdir/checkpoints`` when present.
 
@@ -134,6 +135,12 @@ def fit(
       init_state: Start from these params/state instead of a fresh initialisation.
       progress: Show a progress bar (on stderr).
       desc: Progress-bar label.
+      data_parallel: Shard each batch over all devices with parameters, optimizer state and
+        dataset replicated (see :mod:`jaxwm.parallel`); None (default) does so when more than
+        one device is visible. ``hp.batch_size`` is the global batch and must be divisible by
+        the device count. The returned state is then replicated on all devices. With several
+        processes, only process 0 writes ``metrics.jsonl`` and progress (orbax coordinates
+        the checkpoint, which process 0 writes).
 
     Returns:
       A :class:`FitResult` with the final state and test accuracy.
@@ -141,7 +148,14 @@ def fit(
     from jaxwm import partition
 
     t0 = time.perf_counter()
-    arrays = arrays.on_device() if isinstance(arrays.train_images, np.ndarray) else arrays
+    mesh = None
+    if data_parallel or (data_parallel is None and jax.device_count() > 1):
+        mesh = parallel.data_mesh()
+        parallel.check_divisible(hp.batch_size, mesh)
+        arrays = parallel.put_dataset(arrays, mesh)
+    elif isinstance(arrays.train_images, np.ndarray):
+        arrays = arrays.on_device()
+    primary = parallel.is_primary()
     n = int(arrays.train_images.shape[0])
     chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
@@ -164,6 +178,8 @@ def fit(
         # Copies: the training chunk donates its state, and the caller keeps its arrays.
         params, state = jax.tree.map(jnp.array, (init_state.params, init_state.state))
         ts = ts._replace(params=params, state=state)
+    if mesh is not None:  # before a restore, so orbax restores straight into this layout
+        ts = parallel.replicate(ts, mesh)
     step = train.make_train_step(
         model_apply,
         tx,
@@ -174,7 +190,8 @@ def fit(
         crop_pad=hp.crop_pad,
         flip=hp.flip,
     )
-    run = train.make_train_chunk(step, hp.batch_size, chunk)
+    sharding = None if mesh is None else parallel.batch_sharding(mesh)
+    run = train.make_train_chunk(step, hp.batch_size, chunk, batch_sharding=sharding)
     evaluate = train.make_eval(model_apply, arrays.mean, arrays.std)
 
     ckpt, metrics_path, start_epoch, history = None, None, 0, []
@@ -188,7 +205,8 @@ def fit(
             start_epoch = int(meta["epoch"])
             history = list(meta.get("history", []))
             log.info("resumed from %s at epoch %d", ckpt.directory, start_epoch)
-            print(f"resuming {desc} from epoch {start_epoch}/{hp.epochs}", file=sys.stderr)
+            if primary:
+                print(f"resuming {desc} from epoch {start_epoch}/{hp.epochs}", file=sys.stderr)
 
     data_key = jax.random.key(seed + 1)
     bar = tqdm(
@@ -196,7 +214,7 @@ def fit(
         initial=start_epoch * steps_per_epoch,
         desc=desc,
         unit="step",
-        disable=not progress,
+        disable=not (progress and primary),
         dynamic_ncols=True,
         file=sys.stderr,
     )
@@ -205,6 +223,8 @@ def fit(
         t_epoch = time.perf_counter()
         bar.set_description(f"{desc} {epoch + 1}/{hp.epochs}")
         perm = train.epoch_permutation(data_key, n, epoch)
+        if mesh is not None:
+            perm = parallel.replicate(perm, mesh)
         pending, sums = None, None
         for c in range(n_chunks):
             ts, m = run(
@@ -228,17 +248,18 @@ def fit(
         if last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0):
             acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
             row["test_acc"] = acc
-            if progress:
+            if progress and primary:
                 bar.write(
                     f"{desc} epoch {epoch + 1}/{hp.epochs}: loss {row['loss']:.4f} "
                     f"train {row['train_acc']:.4f} test {acc:.4f} ({row['img_per_s']:,.0f} img/s)",
                     file=sys.stderr,
                 )
         history.append(row)
-        if metrics_path is not None:
+        if metrics_path is not None and primary:
             _write_jsonl(metrics_path, row)
         if ckpt is not None and (last or (epoch + 1) % max(hp.checkpoint_every, 1) == 0):
             # A host copy: the next chunk donates ``ts``'s device buffers while orbax writes.
+            # Every process calls save (orbax synchronises them); process 0 writes host arrays.
             ckpt.save(epoch + 1, jax.device_get(ts), {"epoch": epoch + 1, "history": history})
         log.info("%s epoch %d: %s", desc, epoch + 1, row)
     bar.close()

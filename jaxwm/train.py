@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxwm import partition
 
@@ -253,7 +254,12 @@ def make_train_step(
 
 
 def make_train_chunk(
-    step: Callable, batch_size: int, chunk_steps: int, *, host_loop: bool | None = None
+    step: Callable,
+    batch_size: int,
+    chunk_steps: int,
+    *,
+    host_loop: bool | None = None,
+    batch_sharding: NamedSharding | None = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
     """Runs ``chunk_steps`` jitted steps over batches taken from a permutation.
 
@@ -266,13 +272,25 @@ def make_train_chunk(
     steps). ``host_loop`` (default: only on CPU) instead dispatches one jitted step per batch
     from Python, still asynchronously: XLA:CPU picks slow layouts for backward convolutions
     inside a loop body, 20-30x slower per step (measured with bench/train_throughput.py).
+
+    ``batch_sharding`` (data parallelism, see :mod:`jaxwm.parallel`): the sharding of a batch
+    on a device mesh, e.g. ``parallel.batch_sharding(mesh)``. Each gathered batch is constrained
+    to it, so every device computes its slice, and the new state and metrics are constrained to
+    be replicated on that mesh. ``ts``, the dataset and ``perm`` should then be replicated on the
+    mesh, and ``batch_size`` divisible by its size. None (default): no constraint.
     """
     if host_loop is None:
         host_loop = jax.default_backend() == "cpu"
+    same = None if batch_sharding is None else NamedSharding(batch_sharding.mesh, PartitionSpec())
 
     def one(ts, images, labels, perm, start):
         idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
-        return step(ts, images[idx], labels[idx])
+        if batch_sharding is None:
+            return step(ts, images[idx], labels[idx])
+        # Sharded indices make each device gather only its rows of the replicated dataset.
+        idx = jax.lax.with_sharding_constraint(idx, batch_sharding)
+        x, y = jax.lax.with_sharding_constraint((images[idx], labels[idx]), batch_sharding)
+        return jax.lax.with_sharding_constraint(step(ts, x, y), same)
 
     if host_loop:
         jstep = jax.jit(one, donate_argnums=(0,))
