@@ -12,7 +12,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxwm import experiments
+from jaxwm import experiments, parallel
 from jaxwm.checkpoint import CheckpointError
 from jaxwm.config import ConfigError
 from jaxwm.data import DatasetError
@@ -38,6 +38,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    # Several processes (Slurm, Kubernetes, JAX_COORDINATOR_ADDRESS...): join them before any
+    # JAX computation; a single process is left alone.
+    parallel.maybe_initialize_distributed()
     config_path = flags.FLAGS["config"].config_filename.split(":")[0]
     workdir = _WORKDIR.value or str(Path("runs") / Path(config_path).stem)
     try:

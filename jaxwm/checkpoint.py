@@ -119,14 +119,20 @@ def save_model(directory: str | os.PathLike, params: PyTree, state: PyTree, meta
       The model directory.
     """
     directory = Path(directory).absolute()
+    primary = jax.process_index() == 0
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / "model"
     tmp = directory / "model.tmp"
-    if tmp.exists():
+    if primary and tmp.exists():
         _rmtree(tmp)
+    _sync("jaxwm_save_model_begin")
+    # Every process takes part in an orbax save (it coordinates them); process 0 writes.
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(tmp / "arrays", {"params": params, "state": state})
         ckptr.wait_until_finished()
+    if not primary:
+        _sync("jaxwm_save_model_end")
+        return final
     (tmp / "meta.json").write_text(json.dumps(_to_jsonable(meta), indent=2, sort_keys=True))
     if final.exists():
         old = directory / "model.old"
@@ -137,7 +143,16 @@ def save_model(directory: str | os.PathLike, params: PyTree, state: PyTree, meta
         _rmtree(old)
     else:
         tmp.rename(final)
+    _sync("jaxwm_save_model_end")
     return final
+
+
+def _sync(name: str) -> None:
+    """Barrier across processes (no-op in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def load_model(path: str | os.PathLike) -> tuple[PyTree, PyTree, dict]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-MODES = ("train", "embed", "verify", "pipeline", "attack")
+MODES = ("train", "embed", "verify", "pipeline", "attack", "reproduce")
 ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
                 "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
@@ -32,6 +32,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.mode = "train"
     c.seed = 0
     c.progress = True
+    # JAX's persistent compilation cache: a second run of the same config skips XLA compilation.
+    c.compile_cache = "~/.cache/jaxwm/xla"  # "" disables
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "digits"  # digits | synthetic[:k=v,...] | folder:<dir or tar> | tfds:<name>
@@ -97,6 +99,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.methods = ("partitioned", "baseline")
     c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
+
+    # The whole study (mode=reproduce, jaxwm.report): "NAME=SOURCE" entries, NAME a preset
+    # (mnist, cifar10, cifar100) or "config" (this config's own fields).
+    c.reproduce = ml_collections.ConfigDict()
+    c.reproduce.runs = ("mnist=tfds:mnist", "cifar10=tfds:cifar10", "cifar100=tfds:cifar100")
+    c.reproduce.seeds = (0,)
+    c.reproduce.attacks = True
 
     # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.attack_runs). Strength
     # lists are tuples so they can be overridden on the command line: --config.attack.ft_epochs=(0,2)
@@ -202,6 +211,12 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         "a tuple of run directories",
     ),
     ("verify.null_models", _nonneg, ">= 0"),
+    (
+        "reproduce.runs",
+        lambda v: len(v) > 0 and all("=" in x for x in v),
+        "a non-empty tuple of 'NAME=SOURCE'",
+    ),
+    ("reproduce.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
     ("verify.alpha", lambda v: 0 < v < 1, "in (0, 1)"),
     ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
     (

@@ -81,7 +81,9 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON atomically (temp file + rename)."""
+    """Writes ``obj`` as indented JSON atomically (temp file + rename), from process 0 only."""
+    if jax.process_index() != 0:
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
     tmp.replace(path)
@@ -137,10 +139,20 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
     config.validate(cfg)
+    if jax.process_count() > 1 and cfg.mode != "train":
+        raise config.ConfigError(
+            f"mode {cfg.mode!r} runs in a single process; multi-process launches support "
+            "mode=train (data-parallel victim training) only"
+        )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.public_dict(cfg))
-    from jaxwm import attack_runs, runs  # the watermark modes build on this module
+    if cfg.compile_cache:
+        cache = Path(cfg.compile_cache).expanduser()
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        # Only entries worth it: tiny helper functions compile faster than they load.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from jaxwm import attack_runs, report, runs  # the watermark modes build on this module
 
     modes = {
         "train": run_train,
@@ -148,5 +160,6 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
         "verify": runs.run_verify,
         "pipeline": runs.run_pipeline,
         "attack": attack_runs.run_attack,
+        "reproduce": report.run_reproduce,
     }
     return modes[cfg.mode](cfg, workdir)
