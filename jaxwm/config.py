@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-MODES = ("train", "embed", "verify", "pipeline", "attack", "reproduce")
+MODES = ("train", "sweep", "embed", "verify", "pipeline", "attack", "reproduce")
 ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
                 "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
@@ -99,6 +99,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.methods = ("partitioned", "baseline")
     c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
+
+    # Independent victim runs trained at once (mode=sweep, jaxwm.sweep): seeds x peak lrs,
+    # stacked on a run axis and vmapped; the run axis is sharded over devices when several.
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.seeds = (0, 1, 2, 3)
+    c.sweep.lrs = ()  # peak learning rates; () = train.peak_lr only
 
     # The whole study (mode=reproduce, jaxwm.report): "NAME=SOURCE" entries, NAME a preset
     # (mnist, cifar10, cifar100) or "config" (this config's own fields).
@@ -217,6 +223,8 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         "a non-empty tuple of 'NAME=SOURCE'",
     ),
     ("reproduce.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
+    ("sweep.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
+    ("sweep.lrs", lambda v: all(x > 0 for x in v), "a tuple of positive learning rates"),
     ("verify.alpha", lambda v: 0 < v < 1, "in (0, 1)"),
     ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
     (

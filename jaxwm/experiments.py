@@ -136,6 +136,43 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     return summary
 
 
+def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Mode ``sweep``: ``sweep.seeds`` x ``sweep.lrs`` victim runs trained at once (vmapped)."""
+    from jaxwm import sweep
+
+    t0 = time.perf_counter()
+    ds = load_data(cfg)
+    model = build_model(cfg, ds.num_classes)
+    results = sweep.fit_sweep(
+        model.init,
+        model.apply,
+        to_arrays(ds),
+        hparams(cfg.train),
+        seeds=tuple(cfg.sweep.seeds),
+        lrs=tuple(cfg.sweep.lrs) or None,
+        progress=cfg.progress,
+    )
+    rows = sweep.summarize(results)
+    summary = {
+        "mode": "sweep",
+        "dataset": ds.name,
+        "runs": [
+            {"seed": r.seed, "peak_lr": r.peak_lr, "test_accuracy": r.test_accuracy}
+            for r in results
+        ],
+        "summary": rows,
+        "wall_s": time.perf_counter() - t0,
+        "environment": environment(),
+    }
+    write_json(workdir / "results.json", summary)
+    for row in rows:
+        print(
+            f"peak_lr {row['peak_lr']:g}: test accuracy "
+            f"{sweep.format_stat(row['test_accuracy'])} over seeds {row['seeds']}"
+        )
+    return summary
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
     config.validate(cfg)
@@ -156,6 +193,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
 
     modes = {
         "train": run_train,
+        "sweep": run_sweep,
         "embed": runs.run_embed,
         "verify": runs.run_verify,
         "pipeline": runs.run_pipeline,

@@ -121,3 +121,19 @@ def test_unknown_and_ill_typed_fields_are_named(tmp_path):
     assert proc.returncode != 0 and "epoch" in proc.stderr
     proc = launch(*TINY, "--config.train.epochs=abc", f"--workdir={tmp_path}", check=False)
     assert proc.returncode != 0 and "train.epochs" in proc.stderr
+
+
+def test_sweep_mode_aggregates_seeds_and_lrs(tmp_path):
+    proc = launch(
+        *TINY, "--config.mode=sweep", "--config.sweep.seeds=(0,1)",
+        "--config.sweep.lrs=(0.05,0.1)", "--config.train.epochs=2", f"--workdir={tmp_path}",
+    )  # fmt: skip
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["peak_lr"], r["seed"]) for r in out["runs"]] == [
+        (0.05, 0),
+        (0.05, 1),
+        (0.1, 0),
+        (0.1, 1),
+    ]
+    assert [row["test_accuracy"]["n"] for row in out["summary"]] == [2, 2]
+    assert "± " in proc.stdout and "(n=2)" in proc.stdout
