@@ -20,7 +20,8 @@ def get_config():
     spec.loader.exec_module(demo)
     c = demo.get_config()
     c.mode = "reproduce"
-    c.reproduce.runs = ("config=digits",)
+    c.reproduce.runs = ("digits=digits",)
+    c.reproduce.presets = False  # this config's model and settings, labelled "digits"
     c.reproduce.seeds = (0, 1)
     c.attack.kinds = ("ftal", "rtal", "prune", "fine_prune", "quantize")
     c.attack.ft_epochs = (0, 2, 8)

@@ -106,12 +106,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.sweep.seeds = (0, 1, 2, 3)
     c.sweep.lrs = ()  # peak learning rates; () = train.peak_lr only
 
-    # The whole study (mode=reproduce, jaxwm.report): "NAME=SOURCE" entries, NAME a preset
-    # (mnist, cifar10, cifar100) or "config" (this config's own fields).
+    # The whole study (mode=reproduce, jaxwm.report): "NAME=SOURCE" entries; NAME is a preset
+    # (mnist, cifar10, cifar100) or, with presets=False, a label for this config's own fields.
     c.reproduce = ml_collections.ConfigDict()
     c.reproduce.runs = ("mnist=tfds:mnist", "cifar10=tfds:cifar10", "cifar100=tfds:cifar100")
     c.reproduce.seeds = (0,)
     c.reproduce.attacks = True
+    c.reproduce.presets = True
 
     # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.attack_runs). Strength
     # lists are tuples so they can be overridden on the command line: --config.attack.ft_epochs=(0,2)

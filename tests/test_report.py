@@ -9,7 +9,8 @@ def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(tmp_path):
     proc = launch(
         *TINY,
         "--config.mode=reproduce",
-        "--config.reproduce.runs=('config=synthetic:train=256,test=64,classes=4',"
+        "--config.reproduce.presets=False",
+        "--config.reproduce.runs=('synthetic=synthetic:train=256,test=64,classes=4',"
         "'cifar100=folder:/nonexistent/cifar100.tar.gz')",
         "--config.reproduce.seeds=(0,1)",
         "--config.attack.kinds=('ftal','quantize')",
@@ -24,10 +25,10 @@ def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(tmp_path):
     assert "74.34" in report  # the paper's CIFAR-100 victim figure beside the skipped row
     assert "| ftal | partitioned |" in report
     summary = json.loads((tmp_path / "report.json").read_text())
-    row = summary["studies"]["config"]
+    row = summary["studies"]["synthetic"]
     assert row["n"] == 2 and row["victim_owned"] == 0
     assert row["partitioned_owned"] == 2 and row["baseline_owned"] == 2
     assert row["partitioned_retention"]["n"] == 2
     for seed in (0, 1):
-        assert (tmp_path / "config" / f"seed{seed}" / "attack" / "attacks.json").is_file()
+        assert (tmp_path / "synthetic" / f"seed{seed}" / "attack" / "attacks.json").is_file()
     assert "Traceback" not in proc.stderr
