@@ -86,6 +86,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.embed.freeze_bn_stats = True
     c.embed.clean_per_trigger = 0.0  # 0 = the paper (train on D alone)
     c.embed.target_retention = 0.0  # stop early at this retention on D; 0 = run all epochs
+    c.embed.adi_repeat = 10  # pipeline method "adi": copies of D mixed into the training data
 
     # Ownership verification (see jaxwm.verify).
     c.verify = ml_collections.ConfigDict()
@@ -97,7 +98,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.verify.fpr = 0.05
 
     c.pipeline = ml_collections.ConfigDict()
-    c.pipeline.methods = ("partitioned", "baseline")
+    c.pipeline.methods = ("partitioned", "baseline")  # also "adi": trained with D from the start
     c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
 
     # Independent victim runs trained at once (mode=sweep, jaxwm.sweep): seeds x peak lrs,
@@ -207,6 +208,7 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("embed.weight_decay", _nonneg, ">= 0"),
     ("embed.clean_per_trigger", _nonneg, ">= 0"),
     ("embed.target_retention", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("embed.adi_repeat", _positive, "> 0"),
     (
         "embed.more_sets",
         lambda v: all(isinstance(x, str) and x for x in v),
@@ -230,13 +232,13 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
     (
         "pipeline.methods",
-        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline"},
-        "a non-empty tuple of partitioned|baseline",
+        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline", "adi"},
+        "a non-empty tuple of partitioned|baseline|adi",
     ),
     (
         "attack.schemes",
-        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline"},
-        "a non-empty tuple of partitioned|baseline",
+        lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline", "adi"},
+        "a non-empty tuple of partitioned|baseline|adi",
     ),
     (
         "attack.kinds",

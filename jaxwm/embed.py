@@ -289,3 +289,25 @@ def embed_many(
         )  # fmt: skip
         histories.append(h)
     return params, state, histories
+
+
+def with_triggers(
+    images: np.ndarray,
+    labels: np.ndarray,
+    trigger_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+    repeat: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training data with the trigger sets mixed in, for Adi et al. 2018-style embedding.
+
+    Adi et al. embed the watermark by training from scratch on the clean data plus the
+    trigger set; repeating the triggers ``repeat`` times keeps them in most batches of a large
+    dataset. The result is shuffled by the training loop.
+
+    Returns:
+      ``(images, labels)``: the clean examples followed by each set repeated ``repeat`` times.
+    """
+    if repeat < 1:
+        raise ValueError(f"embed.adi_repeat must be >= 1, got {repeat}")
+    xs = [np.asarray(images)] + [np.asarray(x) for x, _ in trigger_sets for _ in range(repeat)]
+    ys = [np.asarray(labels)] + [np.asarray(y) for _, y in trigger_sets for _ in range(repeat)]
+    return np.concatenate(xs).astype(np.uint8), np.concatenate(ys).astype(np.int32)

@@ -189,3 +189,14 @@ def test_embed_many_uses_separate_layers(victim):
     assert [h[0]["trainable"] for h in hists] == [["head"], ["layer2"]]
     np.testing.assert_array_equal(p["layer1"]["block0"]["conv1"]["kernel"],
                                   params["layer1"]["block0"]["conv1"]["kernel"])  # fmt: skip
+
+
+def test_with_triggers_appends_repeated_sets():
+    x = np.zeros((5, 2, 2, 1), np.uint8)
+    y = np.arange(5, dtype=np.int32)
+    t = (np.full((2, 2, 2, 1), 7, np.uint8), np.array([9, 8], np.int32))
+    xs, ys = embed.with_triggers(x, y, [t], repeat=3)
+    assert xs.shape == (11, 2, 2, 1) and xs.dtype == np.uint8
+    assert ys.tolist() == [0, 1, 2, 3, 4, 9, 8, 9, 8, 9, 8]
+    with pytest.raises(ValueError, match="adi_repeat"):
+        embed.with_triggers(x, y, [t], repeat=0)

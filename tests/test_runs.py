@@ -44,7 +44,9 @@ def launch(*args, secret=SECRET, check=True):
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("pipeline")
-    proc = launch(*TINY, f"--workdir={wd}")
+    proc = launch(
+        *TINY, "--config.pipeline.methods=('partitioned','baseline','adi')", f"--workdir={wd}"
+    )
     return wd, proc
 
 
@@ -52,7 +54,7 @@ def test_pipeline_writes_table_and_owns_only_watermarked_models(pipeline_run):
     wd, proc = pipeline_run
     results = json.loads((wd / "results.json").read_text())
     assert results["victim"]["sets"][0]["owned"] is False
-    for method in ("partitioned", "baseline"):
+    for method in ("partitioned", "baseline", "adi"):
         r = results["methods"][method]
         assert r["sets"][0]["retention"] >= 0.8, method
         assert r["sets"][0]["owned"] is True, method
