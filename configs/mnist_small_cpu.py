@@ -32,9 +32,12 @@ def get_config():
     c.train.eval_every = 0
     c.watermark.size = 100
     c.embed.layers_to_turn = ("layer2", "layer3", "head")
-    c.embed.epochs = 30
+    c.embed.epochs = 60
     c.embed.batch_size = 20
     c.embed.lr = 1e-3
+    # Measured: on D alone (30 epochs) both methods fall to 11% clean accuracy at this size;
+    # four clean images per trigger keep the model usable, so the attacks mean something.
+    c.embed.clean_per_trigger = 4.0
     c.attack.ft_epochs = (0, 1, 2, 4)
     c.attack.distill_epochs = (2,)
     c.attack.overwrite_epochs = (30,)

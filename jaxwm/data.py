@@ -40,7 +40,10 @@ TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SYNTHETIC_DEFAULTS = {
     "train": 256, "test": 128, "height": 8, "width": 8, "channels": 3, "classes": 4, "seed": 0,
 }  # fmt: skip
-_VALID_SOURCES = "'digits', 'synthetic[:key=value,...]', 'folder:<dir|.tar|.tar.gz>', 'tfds:<name>'"
+_VALID_SOURCES = (
+    "'digits', 'synthetic[:key=value,...]', 'folder:<dir|.tar|.tar.gz>', 'tfds:<name>', "
+    "'idx:<dir of MNIST-format idx files>'"
+)
 # Bump when the decoded layout changes so stale caches are never reused.
 _CACHE_VERSION = 1
 _SKIP_SUFFIXES = frozenset({".txt", ".md", ".json", ".csv", ".db", ".ini", ".xml", ".yaml", ".yml"})
@@ -180,8 +183,24 @@ def load_dataset(
         return _load_folder(Path(rest).expanduser(), cache_dir)
     if scheme == "tfds" and rest:
         return _load_tfds(rest.lower(), tfds_data_dir)
+    if scheme == "idx" and rest:
+        return _load_idx(Path(rest).expanduser())
     hint = f" (did you mean 'folder:{source}'?)" if os.path.exists(source) else ""
     raise DatasetError(f"Unknown dataset source {source!r}{hint}; valid sources: {_VALID_SOURCES}")
+
+
+def _load_idx(path: Path) -> Dataset:
+    """An MNIST-format idx directory (e.g. Fashion-MNIST from Debian's dataset-fashion-mnist)."""
+    from jaxwm import idx
+
+    if not path.is_dir():
+        raise DatasetError(f"idx source {str(path)!r} is not a directory of idx(.gz) files")
+    try:
+        train, test = idx.load_idx_split(path, "train"), idx.load_idx_split(path, "test")
+    except idx.IdxFormatError as e:
+        raise DatasetError(str(e)) from e
+    k = int(max(train[1].max(), test[1].max())) + 1
+    return _make(path.name or "idx", [str(i) for i in range(k)], train, test)
 
 
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

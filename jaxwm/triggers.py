@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import gzip
 import hashlib
 import json
 import os
@@ -46,10 +45,6 @@ class CommitmentError(TriggerSetError):
 
 class ManifestError(TriggerSetError):
     """A manifest file is missing, unreadable or incomplete."""
-
-
-class IdxFormatError(TriggerSetError):
-    """A file is not a valid idx(.gz) file."""
 
 
 def _framed(*parts: bytes) -> bytes:
@@ -604,74 +599,3 @@ def regenerate(
     )
     check_commitment(ts, m)
     return ts
-
-
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def _read_idx(path: PathLike) -> np.ndarray:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as err:
-        raise IdxFormatError(f"cannot read idx file {str(path)!r}: {err}") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise IdxFormatError(f"idx file {str(path)!r} is a broken gzip file: {err}") from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise IdxFormatError(
-            f"idx file {str(path)!r} has bad magic number {raw[:4].hex() or '(empty)'}; expected "
-            "0000 + type byte (08 for uint8) + number of dimensions, e.g. 00000803 for images"
-        )
-    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        raise IdxFormatError(
-            f"idx file {str(path)!r} holds {len(raw)} bytes; dims {dims} need {expected}"
-        )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
-    )
-
-
-def load_idx_images(path: PathLike) -> np.ndarray:
-    """Load an idx(.gz) image file (MNIST / Fashion-MNIST format) as ``uint8`` NHWC.
-
-    Args:
-        path: e.g. ``t10k-images-idx3-ubyte.gz``.
-
-    Returns:
-        ``uint8`` array ``(N, H, W, 1)`` for idx3 files, ``(N, H, W, C)`` for idx4.
-
-    Example:
-        >>> x = load_idx_images("t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
-    """
-    arr = _read_idx(path)
-    if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
-        raise IdxFormatError(
-            f"idx file {str(path)!r} holds {arr.dtype} {arr.shape}, not uint8 images"
-        )
-    return arr[..., None] if arr.ndim == 3 else arr
-
-
-def load_idx_labels(path: PathLike) -> np.ndarray:
-    """Load an idx1(.gz) label file as ``int32`` ``(N,)``.
-
-    Args:
-        path: e.g. ``t10k-labels-idx1-ubyte.gz``.
-
-    Returns:
-        The labels.
-
-    Example:
-        >>> y = load_idx_labels("t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-    """
-    arr = _read_idx(path)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise IdxFormatError(
-            f"idx file {str(path)!r} holds {arr.dtype} {arr.shape}, not 1-D labels"
-        )
-    return arr.astype(np.int32)

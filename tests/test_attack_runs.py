@@ -3,34 +3,13 @@
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_runs import SECRET, TINY, launch
 
 from jaxwm import attack_runs, config, plots, verify
 
-ROOT = Path(__file__).resolve().parents[1]
-SECRET = "test-owner-key"
-TINY = [
-    "--config=configs/demo.py",
-    "--config.data.source=synthetic:train=256,test=64,classes=4",
-    "--config.model.stage_sizes=(1,1)",
-    "--config.model.widths=(16,32)",
-    "--config.train.epochs=4",
-    "--config.train.batch_size=32",
-    "--config.train.steps_per_call=4",
-    "--config.watermark.size=16",
-    "--config.watermark.secret=",
-    "--config.embed.layers_to_turn=('layer2','head')",
-    "--config.embed.epochs=40",
-    "--config.embed.lr=0.003",
-    "--config.embed.batch_size=16",
-    "--config.progress=False",
-]
 ATTACK = [
     "--config.mode=attack",
     "--config.attack.kinds=('ftal','prune','quantize')",
@@ -40,16 +19,6 @@ ATTACK = [
     "--config.attack.batch_size=16",
 ]
 PNGS = ("fig2_finetune.png", "fig3_pruning.png", "attacks_other.png", "attacks_scatter.png")
-
-
-def launch(*args, check=True):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXWM_SECRET=SECRET)
-    proc = subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"launch.py failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,15 @@ import json
 import numpy as np
 import pytest
 
+from jaxwm.idx import IdxFormatError, load_idx_images, load_idx_labels
 from jaxwm.triggers import (
     CommitmentError,
-    IdxFormatError,
     ManifestError,
     TriggerSet,
     TriggerSetError,
     check_commitment,
     content_stamp,
     generate_secret,
-    load_idx_images,
-    load_idx_labels,
     make_trigger_set,
     read_manifest,
     regenerate,
@@ -411,3 +409,20 @@ def test_idx_reader_errors(tmp_path):
         load_idx_images(labels_as_images)
     with pytest.raises(IdxFormatError, match="nope"):
         load_idx_images(tmp_path / "nope")
+
+
+def test_idx_directory_is_a_dataset_source(tmp_path):
+    from jaxwm import data
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 12), ("t10k", 6)):
+        x = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        y = (np.arange(n) % 3).astype(np.uint8)
+        (tmp_path / f"{stem}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(x)))
+        (tmp_path / f"{stem}-labels-idx1-ubyte").write_bytes(_idx_bytes(y))
+    ds = data.load_dataset(f"idx:{tmp_path}")
+    assert ds.train_images.shape == (12, 5, 5, 1) and ds.test_images.shape == (6, 5, 5, 1)
+    assert ds.num_classes == 3 and ds.train_labels.tolist()[:4] == [0, 1, 2, 0]
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(data.DatasetError, match="t10k-labels-idx1-ubyte"):
+        data.load_dataset(f"idx:{tmp_path}")
