@@ -105,6 +105,8 @@ def _table_row(study: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pct(stat: dict[str, Any]) -> str:
+    if stat["n"] == 1:  # no spread from a single run
+        return f"{100 * stat['mean']:.2f} (n=1)"
     return format_stat({k: (100 * v if k in ("mean", "std") else v) for k, v in stat.items()}, 2)
 
 
