@@ -156,10 +156,10 @@ def embed(
     batch = min(settings.batch_size, n)
     # Every example in every epoch: the last batch wraps around to the start of the shuffle.
     steps = -(-n // batch)
-    evaluate = train.make_eval(apply_fn, mean, std, batch_size=min(256, trig_x.shape[0]))
 
     treedef = jax.tree.structure(params)
     mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    evaluate = _evaluator(apply_fn, mean_t, std_t, min(256, trig_x.shape[0]))
 
     def stage_fns(patterns):
         k = None if patterns is None else tuple(patterns)
@@ -191,6 +191,9 @@ def embed(
             log.info("target retention %.3f reached at epoch %d", row["retention"], epoch + 1)
             break
     return params, state, history
+
+
+_evaluator = functools.lru_cache(maxsize=16)(train.make_eval)  # jitted once per model
 
 
 @functools.lru_cache(maxsize=64)
