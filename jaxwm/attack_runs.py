@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from jaxwm import attacks, checkpoint, config, embed, experiments, runs, train, triggers, verify
+from jaxwm.manifest import read_manifest, regenerate
 
 PyTree = Any
 Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
@@ -351,7 +352,7 @@ def _load_source(cfg: ml_collections.ConfigDict) -> tuple[Path, dict, Path]:
         )
     _, _, meta = checkpoint.load_model(src / cfg.attack.schemes[0])
     victim = meta["config"].get("pipeline", {}).get("victim") or str(src / "victim")
-    return src, triggers.read_manifest(manifest_path), Path(victim)
+    return src, read_manifest(manifest_path), Path(victim)
 
 
 def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
@@ -375,7 +376,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             "run the attack with the pipeline's config (only mode and attack.* should differ)"
         )
     images, labels = runs.trigger_sources(cfg, ds) if manifest["kind"] != "noise" else (None, None)
-    trig = triggers.regenerate(manifest, secret=config.secret(cfg), source_images=images,
+    trig = regenerate(manifest, secret=config.secret(cfg), source_images=images,
                                source_labels=labels)  # fmt: skip
     att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxwm import checkpoint, config, data, embed, experiments, loop, train, triggers, verify
+from jaxwm.manifest import read_manifest, regenerate, write_manifest
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {
@@ -166,7 +167,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
 
     sets = make_sets(cfg, ds)
     for i, (trig, layers) in enumerate(sets):
-        triggers.write_manifest(
+        write_manifest(
             workdir / "watermark" / f"manifest{i}.json", trig,
             extra={"layers_to_turn": layers, "dataset": ds.name},
         )  # fmt: skip
@@ -274,7 +275,7 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     manifests = []
     for i, (trig, layers) in enumerate(sets):
         path = workdir / f"manifest{i}.json"
-        triggers.write_manifest(path, trig, extra={"layers_to_turn": layers, "dataset": ds.name})
+        write_manifest(path, trig, extra={"layers_to_turn": layers, "dataset": ds.name})
         manifests.append(path.name)
     before = evaluate_model(model, params, state, ds, sets, cfg.verify.alpha)
     p, s, hist = embed_model(cfg, cfg.embed.method, model, params, state, ds, sets, cfg.seed)
@@ -304,14 +305,14 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         raise config.ConfigError(
             "mode=verify needs verify.model (suspect run directory) and verify.manifest"
         )
-    manifest = triggers.read_manifest(cfg.verify.manifest)
+    manifest = read_manifest(cfg.verify.manifest)
     model, params, state, meta = load_model_for(cfg.verify.model)
     needs_data = manifest["kind"] != "noise"
     ds = experiments.load_data(cfg) if needs_data else None
     images, labels = (None, None)
     if needs_data:
         images, labels = trigger_sources(cfg, ds)
-    trig = triggers.regenerate(
+    trig = regenerate(
         manifest, secret=config.secret(cfg), source_images=images, source_labels=labels
     )
     norm = meta["normalization"]

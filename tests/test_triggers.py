@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 
 from jaxwm.idx import IdxFormatError, load_idx_images, load_idx_labels
-from jaxwm.triggers import (
+from jaxwm.manifest import (
     CommitmentError,
     ManifestError,
-    TriggerSet,
-    TriggerSetError,
     check_commitment,
-    content_stamp,
-    generate_secret,
-    make_trigger_set,
     read_manifest,
     regenerate,
     write_manifest,
+)
+from jaxwm.triggers import (
+    TriggerSet,
+    TriggerSetError,
+    content_stamp,
+    generate_secret,
+    make_trigger_set,
 )
 
 SECRET = "owner-secret-7f3a9c1e"
