@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxwm import data
+from jaxwm import data, imagefolder
 from jaxwm.data import Dataset, DatasetError, load_dataset
 
 SHARED = Path("/work/shared/data")
@@ -281,7 +281,7 @@ def test_cache_second_load_skips_decoding(tmp_path, toy_tar, monkeypatch):
     def boom(path):
         raise AssertionError("decoded again despite a valid cache")
 
-    monkeypatch.setattr(data, "_decode_folder", boom)
+    monkeypatch.setattr(imagefolder, "_decode_folder", boom)
     second = load(toy_tar, cache)
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(second, field), getattr(first, field))
@@ -293,8 +293,8 @@ def test_cache_second_load_skips_decoding(tmp_path, toy_tar, monkeypatch):
 def test_cache_invalidated_when_source_changes(tmp_path, toy_tar, monkeypatch):
     cache = tmp_path / "cache"
     calls = []
-    real = data._decode_folder
-    monkeypatch.setattr(data, "_decode_folder", lambda p: calls.append(p) or real(p))
+    real = imagefolder._decode_folder
+    monkeypatch.setattr(imagefolder, "_decode_folder", lambda p: calls.append(p) or real(p))
     load(toy_tar, cache)
     load(toy_tar, cache)
     os.utime(toy_tar, ns=(0, 123_456_789))  # new mtime -> new key
