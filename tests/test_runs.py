@@ -61,6 +61,7 @@ def test_pipeline_writes_table_and_owns_only_watermarked_models(pipeline_run):
         assert (wd / method / "model" / "meta.json").is_file()
     table = (wd / "table1.md").read_text()
     assert "| partitioned |" in table and "| baseline |" in table and "victim" in table
+    assert "| jaxwm (synthetic) |" in table  # the paper's layout, one row per dataset
     assert "| partitioned |" in proc.stdout
 
 
