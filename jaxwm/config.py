@@ -11,6 +11,7 @@ Configs are for runs (``launch.py``); the library functions take explicit argume
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -313,8 +314,6 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
 
 def secret(cfg: ml_collections.ConfigDict) -> str:
     """The owner's secret: ``watermark.secret``, else the ``JAXWM_SECRET`` environment variable."""
-    import os
-
     value = cfg.watermark.secret or os.environ.get(SECRET_ENV, "")
     if not value:
         raise ConfigError(

@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +78,13 @@ def hparams(section: ml_collections.ConfigDict) -> loop.Hparams:
 
 def environment() -> dict[str, Any]:
     """Device and library versions, recorded with every result."""
-    import flax
-    import optax
-
     dev = jax.devices()[0]
     return {
         "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
         "device_count": jax.device_count(),
         "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
+        "flax": _version("flax"),
+        "optax": _version("optax"),
         "python": sys.version.split()[0],
     }
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxwm import checkpoint, parallel, train
+from jaxwm import checkpoint, parallel, partition, train
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -145,8 +145,6 @@ def fit(
     Returns:
       A :class:`FitResult` with the final state and test accuracy.
     """
-    from jaxwm import partition
-
     t0 = time.perf_counter()
     mesh = None
     if data_parallel or (data_parallel is None and jax.device_count() > 1):

@@ -260,6 +260,7 @@ def table1(results: dict[str, Any]) -> str:
         "Retention = accuracy on the owner's watermark set (set 0); chance is "
         f"{100 / results['num_classes']:.1f}%.\n\n"
     )
+
     # The paper's own layout: one row per dataset, ours under the paper's.
     def cell(method, i):
         r = results["methods"].get(method)
