@@ -119,8 +119,6 @@ def make_sweep_chunk(
       >>> m["loss_sum"].shape
       (2,)
     """
-    if host_loop is None:
-        host_loop = jax.default_backend() == "cpu"
 
     def one(ts, images, labels, perm, start):
         idx = jax.lax.dynamic_slice_in_dim(perm, start, batch_size)
@@ -135,26 +133,7 @@ def make_sweep_chunk(
             out = jax.lax.with_sharding_constraint(out, run_sharding)
         return out
 
-    if host_loop:
-        jstep = jax.jit(one_step, donate_argnums=(0,))
-
-        def run_host(ts, images, labels, perms, start):
-            total = None
-            for i in range(chunk_steps):
-                ts, m = jstep(ts, images, labels, perms, start + i * batch_size)
-                total = m if total is None else jax.tree.map(jnp.add, total, m)
-            return ts, total
-
-        return run_host
-
-    def run(ts, images, labels, perms, start):
-        def body(ts, i):
-            return one_step(ts, images, labels, perms, start + i * batch_size)
-
-        ts, metrics = jax.lax.scan(body, ts, jnp.arange(chunk_steps))
-        return ts, jax.tree.map(lambda v: jnp.sum(v, axis=0), metrics)
-
-    return jax.jit(run, donate_argnums=(0,))
+    return train.chunk_runner(one_step, batch_size, chunk_steps, host_loop=host_loop)
 
 
 def run_placement(

@@ -279,8 +279,6 @@ def make_train_chunk(
     be replicated on that mesh. ``ts``, the dataset and ``perm`` should then be replicated on the
     mesh, and ``batch_size`` divisible by its size. None (default): no constraint.
     """
-    if host_loop is None:
-        host_loop = jax.default_backend() == "cpu"
     same = None if batch_sharding is None else NamedSharding(batch_sharding.mesh, PartitionSpec())
 
     def one(ts, images, labels, perm, start):
@@ -292,6 +290,20 @@ def make_train_chunk(
         x, y = jax.lax.with_sharding_constraint((images[idx], labels[idx]), batch_sharding)
         return jax.lax.with_sharding_constraint(step(ts, x, y), same)
 
+    return chunk_runner(one, batch_size, chunk_steps, host_loop=host_loop)
+
+
+def chunk_runner(
+    one: Callable, batch_size: int, chunk_steps: int, *, host_loop: bool | None = None
+) -> Callable:
+    """Runs ``one(ts, images, labels, perm, start) -> (ts, metrics)`` for ``chunk_steps`` batches.
+
+    The driver shared by :func:`make_train_chunk` and :func:`jaxwm.sweep.make_sweep_chunk`:
+    one donated ``lax.scan`` per call on GPU/TPU, or (``host_loop``, default on CPU) one jitted
+    step per batch dispatched from Python. Metrics are summed over the chunk's steps (axis 0).
+    """
+    if host_loop is None:
+        host_loop = jax.default_backend() == "cpu"
     if host_loop:
         jstep = jax.jit(one, donate_argnums=(0,))
 
@@ -309,7 +321,7 @@ def make_train_chunk(
             return one(ts, images, labels, perm, start + i * batch_size)
 
         ts, metrics = jax.lax.scan(body, ts, jnp.arange(chunk_steps))
-        return ts, jax.tree.map(jnp.sum, metrics)
+        return ts, jax.tree.map(lambda v: jnp.sum(v, axis=0), metrics)
 
     return jax.jit(run, donate_argnums=(0,))
 
