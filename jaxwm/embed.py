@@ -11,7 +11,8 @@ parameters are a pytree; each stage compiles once and never differentiates froze
 Example:
   >>> params, state, history = partitioned_embed(
   ...     model.apply, params, state, trig.images, trig.labels,
-  ...     layers_to_turn=["layer3", "layer4", "head"], epochs=30, lr=1e-3,
+  ...     layers_to_turn=["layer3", "layer4", "head"],
+  ...     settings=EmbedSettings(epochs=30, lr=1e-3),
   ...     mean=ds.mean, std=ds.std, key=jax.random.key(0))
 """
 
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm import partition, train
+from jaxwm.epochs import train_epochs
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -148,79 +150,47 @@ def embed(
     x_np, y_np = _training_set(
         images, labels, clean_images, clean_labels, clean_per_trigger, k_clean
     )
-    x, y = jnp.asarray(x_np, jnp.uint8), jnp.asarray(y_np, jnp.int32)
-    # The training chunk donates its state: work on copies so the caller's arrays survive.
-    params, state = jax.tree.map(jnp.array, (params, state))
     trig_x, trig_y = jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
-    n = x.shape[0]
-    batch = min(settings.batch_size, n)
-    # Every example in every epoch: the last batch wraps around to the start of the shuffle.
-    steps = -(-n // batch)
-
-    treedef = jax.tree.structure(params)
     mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     evaluate = _evaluator(apply_fn, mean_t, std_t, min(256, trig_x.shape[0]))
+    plan = list(trainable_per_epoch)
+    for patterns in dict.fromkeys(tuple(p) for p in plan if p is not None):
+        partition.trainable_mask(params, list(patterns))  # logs each stage's match table once
 
-    def stage_fns(patterns):
-        k = None if patterns is None else tuple(patterns)
-        return _stage_fns(apply_fn, treedef, k, settings, batch, steps, mean_t, std_t)
+    history: list[dict] = []
 
-    history = []
-    for epoch, patterns in enumerate(trainable_per_epoch):
-        tx, run = stage_fns(patterns)
-        # Algorithm 1 resets the optimizer every epoch: fresh moments, step counter at 0.
-        ts = train.TrainState(
-            params, state, tx.init(params), jnp.zeros((), jnp.int32),
-            jax.random.key_data(jax.random.fold_in(k_run, epoch)),
-        )  # fmt: skip
-        perm = train.epoch_permutation(k_run, n, epoch)
-        perm = jnp.concatenate([perm, perm[: steps * batch - n]])
-        ts, m = run(ts, x, y, perm, 0)
-        params, state = ts.params, ts.state
+    def after_epoch(epoch, p, s, metrics):
+        patterns = plan[epoch - 1]
         row = {
-            "epoch": epoch + 1,
+            "epoch": epoch,
             "trainable": list(patterns) if patterns is not None else ["<all>"],
-            "loss": float(m["loss_sum"] / m["count"]),
-            "retention": float(evaluate(params, state, trig_x, trig_y)),
+            "loss": float(metrics["loss_sum"] / metrics["count"]),
+            "retention": float(evaluate(p, s, trig_x, trig_y)),
         }
         history.append(row)
-        log.info("embed epoch %d: %s", epoch + 1, row)
+        log.info("embed epoch %d: %s", epoch, row)
         if on_epoch is not None:
-            on_epoch(row, params, state)
-        if settings.target_retention and row["retention"] >= settings.target_retention:
-            log.info("target retention %.3f reached at epoch %d", row["retention"], epoch + 1)
-            break
+            on_epoch(row, p, s)
+        done = bool(settings.target_retention) and row["retention"] >= settings.target_retention
+        if done:
+            log.info("target retention %.3f reached at epoch %d", row["retention"], epoch)
+        return done
+
+    # Algorithm 1 resets the optimizer every epoch; each stage compiles once (and the compiled
+    # epochs are cached across calls: another key, set or model of the same shapes reuses them).
+    out = train_epochs(
+        apply_fn, params, state, x_np, y_np,
+        mean=mean_t, std=std_t, key=k_run, epochs=len(plan), lr=settings.lr,
+        batch_size=settings.batch_size, plan=lambda e: plan[e], reset_each_epoch=True,
+        snapshots=[len(plan)], optimizer=settings.optimizer, schedule="constant",
+        weight_decay=settings.weight_decay, freeze_state=settings.freeze_bn_stats, wrap=True,
+        on_epoch=after_epoch,
+    )  # fmt: skip
+    params, state = out[-1]
     return params, state, history
 
 
 _evaluator = functools.lru_cache(maxsize=16)(train.make_eval)  # jitted once per model
-
-
-@functools.lru_cache(maxsize=64)
-def _stage_fns(apply_fn, treedef, patterns, settings, batch, steps, mean, std):
-    """Optimizer and jitted epoch of one stage, cached across calls.
-
-    Keyed by everything that shapes the compiled program, so embedding again (another key, set
-    or model of the same architecture, e.g. an overwriting attack sweep) reuses the compilation.
-    """
-    mask = None
-    if patterns is not None:
-        shapes = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
-        mask = partition.trainable_mask(shapes, list(patterns))
-    tx = train.make_optimizer(
-        peak_lr=settings.lr,
-        total_steps=steps,
-        schedule="constant",
-        optimizer=settings.optimizer,
-        weight_decay=settings.weight_decay,
-    )
-    if mask is not None:
-        tx = partition.masked(tx, mask)
-    step = train.make_train_step(
-        apply_fn, tx, mean, std, mask=mask, crop_pad=0, flip=False,
-        freeze_state=settings.freeze_bn_stats,
-    )  # fmt: skip
-    return tx, train.make_train_chunk(step, batch, steps)
 
 
 def partitioned_embed(

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxwm import loop, train
-from jaxwm.attacks._engine import ApplyFn, InitFn, ParamsState, copy_tree
+from jaxwm.epochs import ApplyFn, InitFn, ParamsState, copy_tree
 
 PyTree = Any
 Carry = tuple[train.TrainState, PyTree, PyTree]  # (student, teacher params, teacher state)

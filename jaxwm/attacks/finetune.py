@@ -16,7 +16,7 @@ from one training run: with ``schedule="constant"`` its snapshot after ``e`` epo
 bit-identical to ``finetune(..., epochs=e)``.
 
 Everything is built on :func:`jaxwm.train.make_train_step` / :func:`~jaxwm.train.make_train_chunk`
-(one jitted ``lax.scan`` per epoch, cached by configuration; see ``_engine``).
+(one jitted ``lax.scan`` per epoch, cached by configuration; see :mod:`jaxwm.epochs`).
 
 Example:
   >>> p, s = ftll(model.apply, params, state, x_u8, y, mean=mean, std=std,
@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from jaxwm.attacks._engine import ApplyFn, InitFn, ParamsState, train_epochs
+from jaxwm.epochs import ApplyFn, InitFn, ParamsState, train_epochs
 
 PyTree = Any
 

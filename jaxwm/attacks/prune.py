@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm import partition, train
-from jaxwm.attacks._engine import ApplyFn, ParamsState
 from jaxwm.attacks.finetune import finetune
 from jaxwm.attacks.magnitude import apply_mask, prune_count
+from jaxwm.epochs import ApplyFn, ParamsState
 
 PyTree = Any
 ActivationsFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]

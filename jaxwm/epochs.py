@@ -1,8 +1,10 @@
-"""The training engine shared by the fine-tuning attacks (private).
+"""Epoch-by-epoch training with a trainable set that may change every epoch.
 
-One jitted epoch (:func:`jaxwm.train.make_train_chunk` over
-:func:`jaxwm.train.make_train_step`) is compiled per configuration and cached, so repeating an
-attack with another key, other data of the same shape, or another pruning mask reuses it.
+The engine behind watermark embedding (Algorithm 1: a stage plan, optimizer reset every
+epoch) and the fine-tuning attacks (FTLL/FTAL/RTLL/RTAL, the adaptive attacker, fine-pruning).
+One jitted epoch (:func:`jaxwm.train.make_train_chunk` over :func:`jaxwm.train.make_train_step`)
+is compiled per configuration and cached, so repeating a run with another key, other data of
+the same shape, or another pruning mask reuses it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class _Recipe:
     flip: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    freeze_state: bool = False
 
 
 class _KeepZeroState(NamedTuple):
@@ -106,8 +109,9 @@ def _compiled_epoch(
     # The prune mask is optimizer state (see _keep_zero): update never reads the closure's mask.
     tx = _make_tx(r, trainable, None, has_prune)
     step = train.make_train_step(
-        apply_fn, tx, r.mean, r.std, mask=trainable, crop_pad=r.crop_pad, flip=r.flip
-    )
+        apply_fn, tx, r.mean, r.std, mask=trainable, crop_pad=r.crop_pad, flip=r.flip,
+        freeze_state=r.freeze_state,
+    )  # fmt: skip
     return train.make_train_chunk(step, r.batch_size, steps)
 
 
@@ -159,6 +163,9 @@ def train_epochs(
     schedule: str = "constant",
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    freeze_state: bool = False,
+    wrap: bool = False,
+    on_epoch: Callable[[int, PyTree, PyTree, dict], bool] | None = None,
 ) -> list[ParamsState]:
     """Trains epoch by epoch and returns ``(params, state)`` after each count in ``snapshots``.
 
@@ -171,9 +178,18 @@ def train_epochs(
       snapshots: Epoch counts (sorted, unique, each in ``0..epochs``) to return.
       reinit, init_fn, prune_keep, crop_pad, flip, optimizer, schedule, momentum,
         weight_decay: See :func:`jaxwm.attacks.finetune.finetune`.
+      freeze_state: Keep all model state (BatchNorm statistics) fixed, every layer in
+        inference mode (see :func:`jaxwm.train.make_train_step`).
+      wrap: Use every example every epoch: ``ceil(n / batch_size)`` steps, the last batch
+        wrapping around to the start of the shuffle (for small sets such as a trigger set);
+        otherwise the remainder of the shuffle is dropped.
+      on_epoch: Called as ``on_epoch(epoch, params, state, metrics)`` after each epoch
+        (1-based; ``metrics`` are the epoch's summed ``loss_sum``/``correct``/``count``); a
+        true result stops training there. The arrays are only valid during the call.
 
     Returns:
-      One ``(params, state)`` per entry of ``snapshots``.
+      One ``(params, state)`` per entry of ``snapshots`` reached; when ``on_epoch`` stopped
+      training early, the final ``(params, state)`` is appended.
 
     Example:
       >>> [(p, s)] = train_epochs(apply, params, state, x, y, mean=m, std=sd, key=k, epochs=2,
@@ -195,7 +211,7 @@ def train_epochs(
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
     batch_size = min(batch_size, n)  # a small attacker set trains full-batch
-    steps, _ = loop.epoch_geometry(n, batch_size, 0)
+    steps = -(-n // batch_size) if wrap else loop.epoch_geometry(n, batch_size, 0)[0]
 
     if reinit:
         sample = train.normalize(images[:1], mean, std)
@@ -217,6 +233,7 @@ def train_epochs(
         flip=bool(flip),
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
+        freeze_state=bool(freeze_state),
     )
     has_prune = prune_keep is not None
     ts, out, current = None, [], None
@@ -246,7 +263,12 @@ def train_epochs(
                 ts = ts._replace(opt_state=opt_state)
             current = tkey
         perm = train.epoch_permutation(k_data, n, epoch)
-        ts, _ = run(ts, images, labels, perm, 0)
+        if wrap:
+            perm = jnp.concatenate([perm, perm[: steps * batch_size - n]])
+        ts, metrics = run(ts, images, labels, perm, 0)
+        if on_epoch is not None and on_epoch(epoch + 1, ts.params, ts.state, metrics):
+            out.append((ts.params, ts.state))
+            return out
         if epoch + 1 in snapshots:
             out.append(
                 (copy_tree(ts.params), copy_tree(ts.state))
