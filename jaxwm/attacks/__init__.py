@@ -34,8 +34,9 @@ Together these cover the removal attacks of the Watermark-Robustness-Toolbox (Lu
 "SoK: How Robust is Image Classification Deep Neural Network Watermarking?", IEEE S&P) that act
 on the model; input preprocessing is a property of the verifier's queries and lives elsewhere.
 
-Not here yet: *overwriting* (the attacker embeds its own watermark with the partitioned method)
-will be added by the lead on top of ``jaxwm.embed`` once that module exists.
+Overwriting (the attacker embeds its own watermark with the partitioned method) needs no
+function of its own: it is :func:`jaxwm.embed.partitioned_embed` with the attacker's key and
+trigger set, as ``launch.py`` mode ``attack`` runs it (:mod:`jaxwm.attack_runs`).
 
 Example:
   >>> from jaxwm import attacks
