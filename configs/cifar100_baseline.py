@@ -1,21 +1,26 @@
-"""Watermark pipeline on CIFAR-100: the full fine-tuning baseline alone on CIFAR-100 (reuses the victim of configs/cifar100_partitioned.py when it exists).
+"""Watermark pipeline on CIFAR-100, the full fine-tuning baseline alone (the paper's comparison).
+
+Same settings as configs/cifar100_partitioned.py (which runs both methods from one victim), but
+only the baseline, reusing that run's victim in runs/cifar100_partitioned/victim when it exists
+(otherwise the victim is trained there).
 
 Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/cifar100_baseline.py
            (No offline copy exists here: this needs tensorflow-datasets with internet (or folder:<ImageFolder of CIFAR-100>))
-Runtime:   victim as configs/cifar100.py, plus under a minute per embedding on one H100/H200.
-Expected:  results.json and table1.md in runs/cifar100_baseline; paper (clean acc / retention):
-           partitioned 72.83% / 25.07%, baseline 54.12% / 25.74%. Training on the 100 triggers alone
-           (embed.clean_per_trigger=0, the paper's setting) costs clean accuracy here; set
-           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
-           Not measured (no CIFAR-100 copy reachable here).
+Runtime:   the victim (if not there yet) plus under a minute of embedding on one H100/H200.
+Expected:  results.json and table1.md in runs/cifar100_baseline; the baseline row of
+           configs/cifar100_partitioned.py's docstring.
 """
 
-from jaxwm.config import preset
+import importlib.util
+from pathlib import Path
 
 
 def get_config():
-    c = preset("cifar100")
-    c.mode = "pipeline"
+    path = Path(__file__).with_name("cifar100_partitioned.py")
+    spec = importlib.util.spec_from_file_location("cifar100_partitioned", path)
+    partitioned = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(partitioned)
+    c = partitioned.get_config()
     c.pipeline.methods = ("baseline",)
     c.pipeline.victim = "runs/cifar100_partitioned/victim"
     return c

@@ -1,23 +1,26 @@
-"""Watermark pipeline on CIFAR-10: the full fine-tuning baseline alone on CIFAR-10 (reuses the victim of configs/cifar10_partitioned.py when it exists).
+"""Watermark pipeline on CIFAR-10, the full fine-tuning baseline alone (the paper's comparison).
+
+Same settings as configs/cifar10_partitioned.py (which runs both methods from one victim), but
+only the baseline, reusing that run's victim in runs/cifar10_partitioned/victim when it exists
+(otherwise the victim is trained there).
 
 Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/cifar10_baseline.py
            (Offline copy: add --config.data.source=folder:../shared/data/cifar10.tar.gz)
-Runtime:   victim as configs/cifar10.py, plus under a minute per embedding on one H100/H200.
-Expected:  results.json and table1.md in runs/cifar10_baseline; paper (clean acc / retention):
-           partitioned 86.54% / 83.41%, baseline 85.74% / 87.16%. Training on the 100 triggers alone
-           (embed.clean_per_trigger=0, the paper's setting) costs clean accuracy here; set
-           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
-           Measured (H200, bench/embed_grid.py, same embedding settings, 30-epoch victim at
-           90.40%): partitioned 34.30% / 99%, baseline 18.84% / 97% on D alone; with
-           --config.embed.clean_per_trigger=2: partitioned 82.82% / 99%, baseline 49.39% / 87%.
+Runtime:   the victim (if not there yet) plus under a minute of embedding on one H100/H200.
+Expected:  results.json and table1.md in runs/cifar10_baseline; the baseline row of
+           configs/cifar10_partitioned.py's docstring.
 """
 
-from jaxwm.config import preset
+import importlib.util
+from pathlib import Path
 
 
 def get_config():
-    c = preset("cifar10")
-    c.mode = "pipeline"
+    path = Path(__file__).with_name("cifar10_partitioned.py")
+    spec = importlib.util.spec_from_file_location("cifar10_partitioned", path)
+    partitioned = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(partitioned)
+    c = partitioned.get_config()
     c.pipeline.methods = ("baseline",)
     c.pipeline.victim = "runs/cifar10_partitioned/victim"
     return c

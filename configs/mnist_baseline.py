@@ -1,23 +1,26 @@
-"""Watermark pipeline on MNIST: the full fine-tuning baseline alone on MNIST (reuses the victim of configs/mnist_partitioned.py when it exists).
+"""Watermark pipeline on MNIST, the full fine-tuning baseline alone (the paper's comparison).
+
+Same settings as configs/mnist_partitioned.py (which runs both methods from one victim), but
+only the baseline, reusing that run's victim in runs/mnist_partitioned/victim when it exists
+(otherwise the victim is trained there).
 
 Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/mnist_baseline.py
            (Offline copy: add --config.data.source=folder:../shared/data/mnist.tar.gz)
-Runtime:   victim as configs/mnist.py, plus under a minute per embedding on one H100/H200.
-Expected:  results.json and table1.md in runs/mnist_baseline; paper (clean acc / retention):
-           partitioned 99.47% / 86.67%, baseline 99.03% / 87.83%. Training on the 100 triggers alone
-           (embed.clean_per_trigger=0, the paper's setting) costs clean accuracy here; set
-           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
-           Measured (H200, bench/embed_grid.py, same embedding settings, 4-epoch victim at
-           99.68%): partitioned 55.46% / 97%, baseline 16.08% / 97% on D alone; with
-           --config.embed.clean_per_trigger=2: partitioned 98.90% / 99%, baseline 96.97% / 100%.
+Runtime:   the victim (if not there yet) plus under a minute of embedding on one H100/H200.
+Expected:  results.json and table1.md in runs/mnist_baseline; the baseline row of
+           configs/mnist_partitioned.py's docstring.
 """
 
-from jaxwm.config import preset
+import importlib.util
+from pathlib import Path
 
 
 def get_config():
-    c = preset("mnist")
-    c.mode = "pipeline"
+    path = Path(__file__).with_name("mnist_partitioned.py")
+    spec = importlib.util.spec_from_file_location("mnist_partitioned", path)
+    partitioned = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(partitioned)
+    c = partitioned.get_config()
     c.pipeline.methods = ("baseline",)
     c.pipeline.victim = "runs/mnist_partitioned/victim"
     return c
