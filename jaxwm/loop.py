@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from jaxwm import checkpoint, parallel, partition, train
@@ -94,6 +95,28 @@ def epoch_geometry(n: int, batch_size: int, steps_per_call: int) -> tuple[int, i
     return chunk, steps // chunk
 
 
+def optimizer_for(
+    hp: Hparams, steps_per_epoch: int, *, peak_lr: float | None = None
+) -> optax.GradientTransformation:
+    """The optimizer and learning-rate schedule that ``hp`` describes for a whole run.
+
+    Args:
+      hp: Hyper-parameters.
+      steps_per_epoch: Optimizer steps per epoch (see :func:`epoch_geometry`).
+      peak_lr: Overrides ``hp.peak_lr`` (sweeps use 1.0 and scale each run's updates).
+    """
+    return train.make_optimizer(
+        peak_lr=hp.peak_lr if peak_lr is None else peak_lr,
+        total_steps=hp.epochs * steps_per_epoch,
+        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
+        schedule=hp.schedule,
+        optimizer=hp.optimizer,
+        momentum=hp.momentum,
+        nesterov=hp.nesterov,
+        weight_decay=hp.weight_decay,
+    )
+
+
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns."""
@@ -158,16 +181,7 @@ def fit(
     chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    tx = train.make_optimizer(
-        peak_lr=hp.peak_lr,
-        total_steps=total,
-        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
-        schedule=hp.schedule,
-        optimizer=hp.optimizer,
-        momentum=hp.momentum,
-        nesterov=hp.nesterov,
-        weight_decay=hp.weight_decay,
-    )
+    tx = optimizer_for(hp, steps_per_epoch)
     if mask is not None:
         tx = partition.masked(tx, mask)
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)

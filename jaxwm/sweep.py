@@ -245,17 +245,8 @@ def fit_sweep(
     chunk, n_chunks = loop.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    tx = train.make_optimizer(
-        # Without ``lrs`` this is exactly fit's optimizer; with them, see the module docstring.
-        peak_lr=hp.peak_lr if lrs is None else 1.0,
-        total_steps=total,
-        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
-        schedule=hp.schedule,
-        optimizer=hp.optimizer,
-        momentum=hp.momentum,
-        nesterov=hp.nesterov,
-        weight_decay=hp.weight_decay,
-    )
+    # Without ``lrs`` this is exactly fit's optimizer; with them, see the module docstring.
+    tx = loop.optimizer_for(hp, steps_per_epoch, peak_lr=None if lrs is None else 1.0)
     if lrs is not None:
         tx = optax.chain(tx, scale_by_run())
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
