@@ -6,6 +6,8 @@ Usage:
 The config's ``mode`` picks the job; see README.md for the configs and their fields.
 """
 
+import ast
+import contextlib
 import sys
 from pathlib import Path
 
@@ -34,6 +36,20 @@ _USER_ERRORS = (
 )
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with ml_collections' unknown-field errors as one clean line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"error: {e}")
+    except (AttributeError, KeyError) as e:  # ml_collections: an unknown --config.<field>
+        detail = str(e.args[0] if e.args else e)
+        with contextlib.suppress(ValueError, SyntaxError):  # ml_collections nests a repr
+            detail = ast.literal_eval(detail)
+        detail = str(detail).replace("\n", "; ")
+        sys.exit(f"error: unknown config field on the command line: {detail}")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -50,4 +66,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
