@@ -35,6 +35,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.progress = True
     # JAX's persistent compilation cache: a second run of the same config skips XLA compilation.
     c.compile_cache = "~/.cache/jaxwm/xla"  # "" disables
+    c.compile_cache_min_s = 1.0  # cache only compilations at least this long (0 = all)
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "digits"  # digits | synthetic[:k=v,...] | folder:<dir or tar> | tfds:<name>
@@ -179,6 +180,7 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32|bfloat16|float16"),
     ("model.stage_sizes", lambda v: len(v) > 0 and all(x > 0 for x in v), "positive block counts"),
     ("model.widths", lambda v: len(v) > 0 and all(x > 0 for x in v), "positive channel counts"),
+    ("compile_cache_min_s", _nonneg, ">= 0"),
     ("train.epochs", _positive, "> 0"),
     ("train.batch_size", _positive, "> 0"),
     ("train.peak_lr", _positive, "> 0"),

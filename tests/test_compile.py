@@ -1,0 +1,130 @@
+"""Compilation and host syncs: what fit compiles and when, the persistent cache, CompileStats."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_runs import launch
+
+from jaxwm import compile_stats, config, data, loop, models, train
+
+SMALL = [
+    "--config=configs/demo.py",
+    "--config.mode=train",
+    "--config.data.source=synthetic:train=256,test=64,classes=4",
+    "--config.model.stage_sizes=(1,1)",
+    "--config.model.widths=(8,16)",
+    "--config.train.epochs=2",
+    "--config.train.batch_size=32",
+    "--config.progress=False",
+    "--config.compile_cache_min_s=0",
+]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    ds = data.load_dataset("synthetic:train=256,test=64,classes=4")
+    arrays = loop.Arrays(
+        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.mean, ds.std, 4
+    )
+    return arrays, models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
+
+
+def test_compile_stats_counts_only_inside_its_window():
+    f = jax.jit(lambda x: jnp.sin(x) * 2)
+    a, b = np.ones(3, np.float32), np.ones(4, np.float32)
+    with compile_stats.CompileStats() as stats:
+        f(a)
+        f(a)  # same shape: no new compilation
+        f(b)
+    assert stats.compilations == 2
+    assert stats.compile_s > 0
+    jax.jit(lambda x: x + 1)(b)  # after the window: not counted
+    assert stats.compilations == 2
+    assert "2 XLA compilations" in str(stats)
+
+
+def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
+    arrays, model = toy
+    seen = []  # compilations so far, at the start of each epoch
+    real = train.epoch_permutation
+
+    def spy(*args):
+        seen.append(stats.compilations)
+        return real(*args)
+
+    monkeypatch.setattr(train, "epoch_permutation", spy)
+    hp = loop.Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
+    with compile_stats.CompileStats() as stats:
+        loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    assert len(seen) == 3
+    # Initialisation is one compiled call (not one per op: ~100 for an eager ResNet init).
+    assert seen[0] <= 8, seen
+    # Epoch 1 compiles the step and the evaluation; later epochs reuse them.
+    assert seen[1] > seen[0]
+    assert seen[2] == seen[1] == stats.compilations, (seen, stats.compilations)
+
+
+def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
+    arrays, model = toy
+    fetched = []
+    real = jax.device_get
+
+    def spy(x):
+        fetched.append(x)
+        return real(x)
+
+    monkeypatch.setattr(jax, "device_get", spy)
+    # 256 examples / batch 32 = 8 steps per epoch, in chunks of 4 steps: 2 fetches per epoch.
+    hp = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
+    loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    assert len(fetched) == 2 * 2
+    assert all(set(m) == {"loss_sum", "correct", "count"} for m in fetched)
+
+
+def test_scanned_chunk_has_no_host_callbacks(toy):
+    arrays, model = toy
+    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    ts = train.init_train_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    step = train.make_train_step(model.apply, tx, arrays.mean, arrays.std)
+    run = train.make_train_chunk(step, 32, 4, host_loop=False)  # the GPU/TPU path
+    perm = train.epoch_permutation(jax.random.key(1), 256, 0)
+    images, labels = jnp.asarray(arrays.train_images), jnp.asarray(arrays.train_labels)
+    text = run.lower(ts, images, labels, perm, 0).as_text()
+    assert "callback" not in text  # no host round trip inside the chunk
+
+
+def test_second_run_of_a_config_hits_the_persistent_cache(tmp_path):
+    cache = tmp_path / "xla"
+    stats = []
+    for run in ("first", "second"):
+        wd = tmp_path / run
+        proc = launch(*SMALL, f"--config.compile_cache={cache}", f"--workdir={wd}")
+        assert "compilation:" in proc.stderr
+        stats.append(json.loads((wd / "compile_stats.json").read_text()))
+    first, second = stats
+    assert first["cache_writes"] > 0 and first["cache_hits"] == 0, first
+    assert second["cache_hits"] == first["cache_writes"], (first, second)
+    assert second["cache_writes"] == 0, second
+
+
+def test_compile_cache_threshold_is_validated(tmp_path):
+    c = config.defaults()
+    c.compile_cache_min_s = -1.0
+    with pytest.raises(config.ConfigError, match="compile_cache_min_s"):
+        config.validate(c)
+    with pytest.raises(ValueError, match="min_compile_s"):
+        compile_stats.enable_persistent_cache(tmp_path, -1.0)
+
+
+def test_init_is_deterministic_per_key(toy):
+    _, model = toy
+    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    a = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
+    b = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
+    c = train.init_train_state(model.init, tx, jax.random.key(4), jnp.zeros((1, 8, 8, 3)))
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.params["head"]["kernel"], c.params["head"]["kernel"])
