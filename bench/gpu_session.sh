@@ -8,6 +8,9 @@
 #     && cp ../shared/wheels/ml_collections-1.1.0-py3-none-any.whl .gpu/whl/
 # Run:  bash bench/gpu_session.sh SECTION [SECTION ...]   with carry [".gpu"]
 #   throughput  jaxwm step vs plain Flax and PyTorch eager, batch 1024 (~2 min)   [issue 6]
+#   compile     where the first compile's 20 s go: cold plain-Flax reference, XLA flag variants,
+#               one step per call, then a warm persistent cache (~4 min)            [issue 6]
+#   speedrun    CIFAR-10 victim alone, cold then warm compile cache (~2.5 min)     [issue 6]
 #   pipelines   CIFAR-10 and MNIST victims + partitioned/baseline + verify (~4 min) [issues 2, 3]
 #   sweep       4 vmapped MNIST-shaped seeds vs 4 sequential runs (~2 min)          [issue 5]
 #   reproduce   the one-command study, MNIST + CIFAR-10, 1 seed, full attack suite   [issue 5]
@@ -30,6 +33,29 @@ for section in "$@"; do
     python3 .gpu/ref/flax_resnet18_bench.py 1024 | tee "$OUT/ref.jsonl"
     python3 -c "import sys, json; sys.path.insert(0, '.gpu/ref'); import torch_resnet18_bench as t; \
 print(json.dumps(t.bench(False, 1024)))" | tee -a "$OUT/ref.jsonl" ;;
+  compile)
+    log "compile: the cold plain-Flax reference first, then jaxwm under XLA flag variants"
+    python3 .gpu/ref/flax_resnet18_bench.py 1024 | tee -a "$OUT/compile_ref.jsonl"
+    for flags in "" "--xla_gpu_autotune_level=0" "--xla_gpu_enable_command_buffer=" \
+        "--xla_gpu_enable_triton_gemm=false"; do
+      XLA_FLAGS="$flags" python3 bench/train_throughput.py --model resnet18 --dtype bfloat16 \
+        --batch 1024 --what train_step --calls 3 --out "$OUT/compile.jsonl"
+    done
+    python3 bench/train_throughput.py --model resnet18 --dtype bfloat16 --batch 1024 \
+      --what train_step --calls 3 --steps-per-call 1 --out "$OUT/compile.jsonl"
+    for run in cold warm; do
+      python3 bench/train_throughput.py --model resnet18 --dtype bfloat16 --batch 1024 \
+        --what train_step --calls 3 --compile-cache /tmp/jaxwm_xla --out "$OUT/compile.jsonl"
+    done ;;
+  speedrun)
+    for run in cold warm; do
+      log "speedrun ($run compile cache): CIFAR-10 victim, configs/cifar10.py"
+      python3 launch.py --config=configs/cifar10.py --config.data.source=$C10 \
+        --config.progress=False --config.compile_cache=/tmp/jaxwm_speedrun_xla \
+        --workdir=/tmp/runs/speed_$run \
+        && cp /tmp/runs/speed_$run/results.json "$OUT/speedrun_${run}_results.json" \
+        && cp /tmp/runs/speed_$run/compile_stats.json "$OUT/speedrun_${run}_compile.json"
+    done ;;
   pipelines)
     for ds in cifar10 mnist; do
       src=$C10; [ $ds = mnist ] && src=$MNIST

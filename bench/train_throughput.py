@@ -190,6 +190,7 @@ def _environment() -> dict:
         "optax": _version("optax"),
         "python": platform.python_version(),
         "git": _git_rev(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
