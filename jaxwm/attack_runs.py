@@ -30,6 +30,8 @@ import ml_collections
 import numpy as np
 
 from jaxwm import attacks, checkpoint, config, embed, experiments, runs, train, triggers, verify
+from jaxwm.attack_tables import CSV_FIELDS, summarize, summary_table
+from jaxwm.attack_tables import stronger as stronger  # re-exported: public before the split
 from jaxwm.manifest import read_manifest, regenerate
 
 PyTree = Any
@@ -41,26 +43,10 @@ STRENGTH_UNITS = {**{k: "epochs" for k in (*FINETUNE_KINDS, "adaptive", "distill
                   "prune": "ratio", "magnitude": "ratio", "fine_prune": "ratio",
                   "quantize": "bits", "noise": "sigma"}  # fmt: skip
 LAST_LAYER = "head"  # the models of jaxwm.models name their classifier "head"
-CSV_FIELDS = ("attack", "scheme", "strength", "unit", "clean_accuracy", "accuracy_drop",
-              "retention", "k", "n", "p_value", "log10_p_value", "owned", "success",
-              "attacker_retention")  # fmt: skip
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def stronger(attack: str, strength: float) -> float:
-    """Sort key that grows with attack strength (fewer quantization bits = stronger).
-
-    Args:
-      attack: Attack kind.
-      strength: Its strength value.
-
-    Returns:
-      A number, larger for a stronger attack.
-    """
-    return -strength if attack == "quantize" else strength
 
 
 def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,63 +246,6 @@ def _record(ctx, attack, scheme, strength, acc, v, ref, threshold, extra) -> dic
                                                 threshold, ctx.cfg.attack.max_acc_drop),
         **extra,
     }  # fmt: skip
-
-
-def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per attack and scheme: the strongest strength still owned, and WRT success.
-
-    Args:
-      records: Point records as written to ``attacks.json``.
-
-    Returns:
-      One row per (attack, scheme) in first-seen order: ``strongest_owned`` (strongest owned
-      strength, None if none), ``weakest_lost`` (weakest strength not owned), ``success`` (any
-      point met the WRT criterion), ``success_at`` (weakest such strength), the strongest point's
-      retention and accuracy.
-    """
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["attack"], r["scheme"]), []).append(r)
-    rows = []
-    for (attack, scheme), rs in groups.items():
-        rs = sorted(rs, key=lambda r: stronger(attack, r["strength"]))
-        owned = [r["strength"] for r in rs if r["owned"]]
-        lost = [r["strength"] for r in rs if not r["owned"]]
-        wins = [r["strength"] for r in rs if r["success"]]
-        rows.append({
-            "attack": attack, "scheme": scheme, "unit": rs[0]["unit"], "points": len(rs),
-            "strongest_owned": owned[-1] if owned else None,
-            "weakest_lost": lost[0] if lost else None,
-            "success": bool(wins), "success_at": wins[0] if wins else None,
-            "strongest": rs[-1]["strength"], "retention_at_strongest": rs[-1]["retention"],
-            "accuracy_at_strongest": rs[-1]["clean_accuracy"],
-        })  # fmt: skip
-    return rows
-
-
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of :func:`summarize` rows.
-
-    Args:
-      rows: Rows from :func:`summarize`.
-
-    Returns:
-      The table, one line per (attack, scheme).
-    """
-
-    def fmt(x):
-        return "—" if x is None else f"{x:g}"
-
-    out = ["| attack | scheme | unit | strongest owned | weakest lost | strongest: ret % / acc % "
-           "| WRT success |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        win = f"yes (at {fmt(r['success_at'])})" if r["success"] else "no"
-        out.append(
-            f"| {r['attack']} | {r['scheme']} | {r['unit']} | {fmt(r['strongest_owned'])} | "
-            f"{fmt(r['weakest_lost'])} | {fmt(r['strongest'])}: {100 * r['retention_at_strongest']:.1f}"
-            f" / {100 * r['accuracy_at_strongest']:.1f} | {win} |"
-        )
-    return "\n".join(out) + "\n"
 
 
 def _null_retention(ctx: _Context, run_dir: Path, like: PyTree) -> float:
