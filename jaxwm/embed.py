@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -152,7 +151,7 @@ def embed(
     )
     trig_x, trig_y = jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
     mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    evaluate = _evaluator(apply_fn, mean_t, std_t, min(256, trig_x.shape[0]))
+    evaluate = train.make_eval(apply_fn, mean_t, std_t, min(256, trig_x.shape[0]))
     plan = list(trainable_per_epoch)
     for patterns in dict.fromkeys(tuple(p) for p in plan if p is not None):
         partition.trainable_mask(params, list(patterns))  # logs each stage's match table once
@@ -189,8 +188,6 @@ def embed(
     params, state = out[-1]
     return params, state, history
 
-
-_evaluator = functools.lru_cache(maxsize=16)(train.make_eval)  # jitted once per model
 
 
 def partitioned_embed(

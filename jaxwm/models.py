@@ -30,6 +30,7 @@ Parameter paths are stable and readable, because watermark layers are chosen by 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -200,7 +201,15 @@ def resnet(
         raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    module = ResNet(num_classes, tuple(stage_sizes), tuple(widths), _DTYPES[dtype])
+    return _resnet(int(num_classes), tuple(stage_sizes), tuple(widths), dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _resnet(num_classes: int, stage_sizes: tuple, widths: tuple, dtype: str) -> Model:
+    # Cached: the same architecture is the same Model object, with the same function objects,
+    # so every jit cache keyed on ``apply`` (evaluation, embedding stages, attacks) is shared by
+    # all the runs of a study in one process instead of compiling again per run.
+    module = ResNet(num_classes, stage_sizes, widths, _DTYPES[dtype])
 
     def init(key: jax.Array, sample: jax.Array) -> tuple[PyTree, PyTree]:
         v = module.init(key, sample, train=False)

@@ -360,9 +360,18 @@ def make_eval(
     """``evaluate(params, state, images_u8, labels) -> accuracy`` (jitted, inference mode).
 
     The set is padded to whole batches inside jit and padded rows are masked, so any size works
-    and each distinct set shape compiles once.
+    and each distinct set shape compiles once. The jitted function is cached per
+    ``(apply_fn, mean, std, batch_size)``, so the many evaluations of a study share compilations.
     """
+    return _make_eval(apply_fn, _floats(mean), _floats(std), int(batch_size))
 
+
+def _floats(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_eval(apply_fn: Callable, mean: tuple, std: tuple, batch_size: int) -> Callable:
     def evaluate(params, state, images, labels):
         n = images.shape[0]
         nb = -(-n // batch_size)
@@ -388,8 +397,13 @@ def make_predict(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> Callable[[PyTree, PyTree, jax.Array], jax.Array]:
-    """``predict(params, state, images_u8) -> logits`` (jitted, inference mode)."""
+    """``predict(params, state, images_u8) -> logits`` (jitted, inference mode; cached like
+    :func:`make_eval`)."""
+    return _make_predict(apply_fn, _floats(mean), _floats(std))
 
+
+@functools.lru_cache(maxsize=32)
+def _make_predict(apply_fn: Callable, mean: tuple, std: tuple) -> Callable:
     def predict(params, state, images):
         return apply_fn(params, state, normalize(images, mean, std), train=False)[0]
 
