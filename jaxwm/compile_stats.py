@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from pathlib import Path
@@ -58,6 +59,7 @@ class CompileStats:
       trace_s: Seconds spent tracing Python functions to jaxprs.
       cache_hits: Executables loaded from the persistent cache.
       cache_writes: New entries written to the persistent cache.
+      by_function: Compilations per jitted function name (e.g. ``"jit(evaluate)"``).
     """
 
     compilations: int = 0
@@ -65,6 +67,7 @@ class CompileStats:
     trace_s: float = 0.0
     cache_hits: int = 0
     cache_writes: int = 0
+    by_function: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # compilations may run on several threads
@@ -76,11 +79,12 @@ class CompileStats:
             elif event == _WRITE:
                 self.cache_writes += 1
 
-    def _on_duration(self, event: str, duration: float, **_: object) -> None:
+    def _on_duration(self, event: str, duration: float, **kw: object) -> None:
         with self._lock:
             if event == _COMPILE:
                 self.compilations += 1
                 self.compile_s += duration
+                self.by_function[str(kw.get("fun_name", "?"))] += 1
             elif event == _TRACE:
                 self.trace_s += duration
 

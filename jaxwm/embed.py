@@ -189,7 +189,6 @@ def embed(
     return params, state, history
 
 
-
 def partitioned_embed(
     apply_fn: Callable[..., tuple[jax.Array, PyTree]],
     params: PyTree,

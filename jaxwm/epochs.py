@@ -115,11 +115,6 @@ def _compiled_epoch(
     return train.make_train_chunk(step, r.batch_size, steps)
 
 
-@functools.lru_cache(maxsize=8)
-def _jit(fn: Callable) -> Callable:
-    return jax.jit(fn)
-
-
 def copy_tree(tree: PyTree) -> PyTree:
     # The compiled epoch donates its carry; copies keep the caller's arrays alive.
     return jax.tree.map(jnp.copy, tree)
@@ -133,7 +128,7 @@ def _reinit(
     key: jax.Array,
     sample: jax.Array,
 ) -> ParamsState:
-    fresh_p, fresh_s = _jit(init_fn)(key, sample)  # one compilation, not one per op
+    fresh_p, fresh_s = train.compiled_init(init_fn)(key, sample)  # one compilation, not per op
     sel = partition.trainable_mask(params, list(patterns), log_table=False)
     params = jax.tree.map(lambda m, new, old: new if m else old, sel, fresh_p, params)
     # Stateful modules all of whose parameters are re-initialised get fresh statistics too.
