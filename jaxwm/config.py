@@ -116,6 +116,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.reproduce.seeds = (0,)
     c.reproduce.attacks = True
     c.reproduce.presets = True
+    # 1 = every (dataset, seed) in this process; N > 1 = separate processes, N at a time, each
+    # pinned to one GPU (jaxwm.procpool); 0 = one process per local device.
+    c.reproduce.processes = 1
 
     # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.attack_runs). Strength
     # lists are tuples so they can be overridden on the command line: --config.attack.ft_epochs=(0,2)
@@ -229,6 +232,7 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         "a non-empty tuple of 'NAME=SOURCE'",
     ),
     ("reproduce.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
+    ("reproduce.processes", _nonneg, ">= 0 (0 = one per local device)"),
     ("sweep.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
     ("sweep.lrs", lambda v: all(x > 0 for x in v), "a tuple of positive learning rates"),
     ("verify.alpha", lambda v: 0 < v < 1, "in (0, 1)"),
@@ -311,6 +315,23 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
         raise ConfigError(
             "config fields 'model.stage_sizes' and 'model.widths' must have equal length"
         )
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A validated config from a plain dict such as a saved ``config.json`` (lists -> tuples).
+
+    Example:
+      >>> cfg = from_dict(json.loads(Path("runs/demo/config.json").read_text()))
+    """
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return tuple(fix(x) for x in v) if isinstance(v, list) else v
+
+    cfg = ml_collections.ConfigDict(fix(d))
+    validate(cfg)
     return cfg
 
 

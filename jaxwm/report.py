@@ -15,15 +15,18 @@ paper's figures are matched by it), which is how the tests and CPU-sized studies
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 
-from jaxwm import attack_runs, config, data, experiments, runs
+from jaxwm import attack_runs, compile_stats, config, data, experiments, procpool, runs
 from jaxwm.sweep import aggregate, format_stat
 
 
@@ -48,43 +51,113 @@ def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tupl
     return name, sub
 
 
+def _run_unit(sub: ml_collections.ConfigDict, run_dir: Path, attacks: bool) -> dict[str, Any]:
+    """One (entry, seed): pipeline, then the attack suite; ``{"skipped": why}`` without data."""
+    try:
+        sub.mode = "pipeline"
+        config.validate(sub)
+        res = runs.run_pipeline(sub, run_dir)
+    except data.DatasetError as e:  # e.g. CIFAR-100 with no offline copy
+        return {"skipped": str(e).splitlines()[0]}
+    atk = None
+    if attacks:
+        sub.mode = "attack"
+        sub.attack.source = str(run_dir)
+        (run_dir / "attack").mkdir(parents=True, exist_ok=True)
+        atk = attack_runs.run_attack(sub, run_dir / "attack")
+    return {"pipeline": res, "attack": atk}
+
+
+def _slots(cfg: ml_collections.ConfigDict) -> tuple[int, bool]:
+    """(concurrent unit processes, pin each to one GPU); (1, False) runs in this process."""
+    n, backend = cfg.reproduce.processes, jax.default_backend()
+    if n == 1:
+        return 1, False
+    if backend not in ("gpu", "cpu"):
+        raise config.ConfigError(
+            f"reproduce.processes={n} runs one process per GPU; on {backend} set it to 1"
+        )
+    return (n or jax.local_device_count()), backend == "gpu"
+
+
+def _run_units_in_processes(units, cfg, slots: int, pin_gpus: bool) -> list[dict[str, Any]]:
+    """Runs each unit as ``python -m jaxwm.report --unit ...``; returns their unit.json."""
+    jobs = []
+    for label, seed, sub, run_dir in units:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        public = ml_collections.ConfigDict(sub.to_dict())
+        public.watermark.secret = ""  # the secret travels in the environment, never on disk
+        (run_dir / "unit_config.json").write_text(json.dumps(public.to_dict(), indent=2))
+        argv = [sys.executable, "-m", "jaxwm.report", "--unit", str(run_dir / "unit_config.json"),
+                "--run-dir", str(run_dir)] + ([] if cfg.reproduce.attacks else ["--no-attacks"])  # fmt: skip
+        jobs.append(procpool.Job(f"{label} seed {seed}", argv, run_dir / "log.txt"))
+    env = dict(os.environ, **{config.SECRET_ENV: config.secret(cfg)})
+    procpool.run_jobs(jobs, slots, pin_gpus=pin_gpus, env=env)
+    return [json.loads((run_dir / "unit.json").read_text()) for *_, run_dir in units]
+
+
 def run_reproduce(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-    """Runs pipeline + attacks per (entry, seed) and writes ``REPORT.md``."""
+    """Runs pipeline + attacks per (entry, seed) and writes ``REPORT.md``.
+
+    With ``reproduce.processes`` != 1 each (entry, seed) runs in its own process, at most that
+    many at once (0 = one per local device), each pinned to one GPU (:mod:`jaxwm.procpool`).
+    """
     t0 = time.perf_counter()
     config.secret(cfg)
     studies: dict[str, dict[str, Any]] = {}
+    units = []
     for entry in cfg.reproduce.runs:
         label = entry.partition("=")[0]
-        study = studies.setdefault(label, {"entry": entry, "seeds": [], "skipped": None})
+        studies.setdefault(label, {"entry": entry, "seeds": [], "skipped": None})
         for seed in cfg.reproduce.seeds:
-            name, sub = _entry_config(cfg, entry, seed)
-            run_dir = workdir / label / f"seed{seed}"
+            _, sub = _entry_config(cfg, entry, seed)
+            units.append((label, seed, sub, workdir / label / f"seed{seed}"))
+    slots, pin_gpus = _slots(cfg)
+    if slots > 1:
+        print(f"running {len(units)} (dataset, seed) units as separate processes, {slots} at "
+              f"a time{' (one GPU each)' if pin_gpus else ''}", file=sys.stderr, flush=True)  # fmt: skip
+        outcomes = _run_units_in_processes(units, cfg, slots, pin_gpus)
+    else:
+        outcomes = []
+        for label, seed, sub, run_dir in units:
+            if studies[label]["skipped"]:  # its data is missing: the other seeds would be too
+                outcomes.append({"skipped": studies[label]["skipped"]})
+                continue
             print(f"=== {label} seed {seed}: {run_dir}", file=sys.stderr, flush=True)
-            try:
-                sub.mode = "pipeline"
-                config.validate(sub)
-                res = runs.run_pipeline(sub, run_dir)
-            except data.DatasetError as e:  # e.g. CIFAR-100 with no offline copy
-                study["skipped"] = str(e).splitlines()[0]
-                print(f"skipping {label}: {study['skipped']}", file=sys.stderr)
-                break
-            atk = None
-            if cfg.reproduce.attacks:
-                sub.mode = "attack"
-                sub.attack.source = str(run_dir)
-                (run_dir / "attack").mkdir(parents=True, exist_ok=True)
-                atk = attack_runs.run_attack(sub, run_dir / "attack")
-            study["seeds"].append(
-                {"seed": seed, "pipeline": res, "attack": atk, "dir": str(run_dir)}
-            )
+            outcomes.append(_run_unit(sub, run_dir, cfg.reproduce.attacks))
+            studies[label]["skipped"] = outcomes[-1].get("skipped")
+    for (label, seed, _, run_dir), out in zip(units, outcomes, strict=True):
+        if "skipped" in out:
+            studies[label]["skipped"] = out["skipped"]
+        else:
+            studies[label]["seeds"].append({"seed": seed, **out, "dir": str(run_dir)})
+    for label, study in studies.items():
+        if study["skipped"]:  # reported as skipped, not silently dropped
+            study["seeds"] = []
+            print(f"skipping {label}: {study['skipped']}", file=sys.stderr)
     wall = time.perf_counter() - t0
     report = render(studies, cfg, wall)
     (workdir / "REPORT.md").write_text(report)
     summary = {"studies": {k: _table_row(v) for k, v in studies.items()}, "wall_s": wall,
-               "environment": experiments.environment()}  # fmt: skip
+               "processes": slots, "environment": experiments.environment()}  # fmt: skip
     experiments.write_json(workdir / "report.json", summary)
     print(report)
     return summary
+
+
+def _unit_main(argv: list[str] | None = None) -> None:
+    """Entry point of one unit process: ``python -m jaxwm.report --unit CFG.json --run-dir D``."""
+    p = argparse.ArgumentParser(description="one (dataset, seed) unit of mode reproduce")
+    p.add_argument("--unit", required=True, help="the unit's config as JSON (no secret)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--no-attacks", action="store_true")
+    args = p.parse_args(argv)
+    sub = config.from_dict(json.loads(Path(args.unit).read_text()))
+    if sub.compile_cache:
+        compile_stats.enable_persistent_cache(sub.compile_cache, sub.compile_cache_min_s)
+    run_dir = Path(args.run_dir)
+    out = _run_unit(sub, run_dir, not args.no_attacks)
+    experiments.write_json(run_dir / "unit.json", out)
 
 
 def _table_row(study: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +192,12 @@ def render(studies: dict[str, dict[str, Any]], cfg: ml_collections.ConfigDict, w
         "Lyu & Xian 2026, partitioned watermarking, reproduced with jaxwm.",
         f"Seeds {tuple(cfg.reproduce.seeds)}; device {env['device']} x{env['device_count']}; "
         f"jax {env['jax']}, flax {env['flax']}, optax {env['optax']}, Python {env['python']}; "
-        f"wall {wall:.0f} s.",
+        f"wall {wall:.0f} s"
+        + (
+            f"; each (dataset, seed) in its own process, up to {cfg.reproduce.processes or 'one per device'} at once."
+            if cfg.reproduce.processes != 1
+            else "."
+        ),
         "",
         "## Table 1: clean accuracy % / watermark retention % (mean ± std over seeds)",
         "",
@@ -175,3 +253,7 @@ def render(studies: dict[str, dict[str, Any]], cfg: ml_collections.ConfigDict, w
 def load_report(path: str | Path) -> dict[str, Any]:
     """Reads ``report.json`` written by :func:`run_reproduce`."""
     return json.loads(Path(path).read_text())
+
+
+if __name__ == "__main__":
+    _unit_main()

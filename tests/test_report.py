@@ -2,23 +2,31 @@
 
 import json
 
-from test_runs import TINY, launch
+import pytest
+from test_runs import SECRET, TINY, launch
+
+STUDY = [
+    *TINY,
+    "--config.mode=reproduce",
+    "--config.reproduce.presets=False",
+    "--config.reproduce.runs=('synthetic=synthetic:train=256,test=64,classes=4',"
+    "'cifar100=folder:/nonexistent/cifar100.tar.gz')",
+    "--config.reproduce.seeds=(0,1)",
+    "--config.attack.kinds=('ftal','quantize')",
+    "--config.attack.ft_epochs=(0,1)",
+    "--config.attack.quant_bits=(8,)",
+    "--config.attack.plots=False",
+]
 
 
-def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(tmp_path):
-    proc = launch(
-        *TINY,
-        "--config.mode=reproduce",
-        "--config.reproduce.presets=False",
-        "--config.reproduce.runs=('synthetic=synthetic:train=256,test=64,classes=4',"
-        "'cifar100=folder:/nonexistent/cifar100.tar.gz')",
-        "--config.reproduce.seeds=(0,1)",
-        "--config.attack.kinds=('ftal','quantize')",
-        "--config.attack.ft_epochs=(0,1)",
-        "--config.attack.quant_bits=(8,)",
-        "--config.attack.plots=False",
-        f"--workdir={tmp_path}",
-    )
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("reproduce")
+    return wd, launch(*STUDY, f"--workdir={wd}")
+
+
+def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(in_process):
+    tmp_path, proc = in_process
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Table 1" in report and "(n=2)" in report
     assert "| cifar100 | 0 | skipped:" in report and "/nonexistent/cifar100.tar.gz" in report
@@ -32,3 +40,14 @@ def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(tmp_path):
     for seed in (0, 1):
         assert (tmp_path / "synthetic" / f"seed{seed}" / "attack" / "attacks.json").is_file()
     assert "Traceback" not in proc.stderr
+
+
+def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):
+    proc = launch(*STUDY, "--config.reproduce.processes=2", f"--workdir={tmp_path}")
+    assert "4 (dataset, seed) units as separate processes, 2 at a time" in proc.stderr
+    ref = json.loads((in_process[0] / "report.json").read_text())["studies"]
+    got = json.loads((tmp_path / "report.json").read_text())["studies"]
+    assert got == ref  # same seeds, same numbers, the missing dataset skipped the same way
+    unit = tmp_path / "synthetic" / "seed1"
+    assert (unit / "log.txt").is_file() and (unit / "attack" / "attacks.json").is_file()
+    assert SECRET not in (unit / "unit_config.json").read_text()  # the secret stays in the env
