@@ -3,6 +3,7 @@
 Command:   JAXWM_SECRET=<key> python launch.py --config=configs/reproduce.py \
              --config.reproduce.runs="('mnist=folder:../shared/data/mnist.tar.gz','cifar10=folder:../shared/data/cifar10.tar.gz','cifar100=tfds:cifar100')"
            (default sources are tfds:...; an entry whose data is unavailable is reported as skipped)
+           Several GPUs: add --config.reproduce.processes=0 (one (dataset, seed) process per GPU).
 Runtime:   not measured end to end yet. From the parts measured on one H200 (bench/RESULTS.md):
            victims ~1 min each, embedding ~15 s per method, plus the attack suite.
 Expected:  runs/reproduce/REPORT.md with Table 1 (mean ± std over reproduce.seeds) beside the
