@@ -2,8 +2,8 @@
 
 Both sides train the same runs (same seeds, hyper-parameters, MNIST-shaped synthetic data:
 28x28x1 uint8, 10 classes, resident on one device) and both walls include what a user waits
-for: compilation (each ``fit`` compiles its own initialiser and step, as separate runs would;
-the sweep compiles one of each) and evaluation. ``*_last_epoch_s`` compare the last
+for: compilation (the sequential fits share one compiled step within this process, as
+``loop.fit`` caches it; the sweep compiles its vmapped one) and evaluation. ``*_last_epoch_s`` compare the last
 epoch only (no compilation when ``--epochs`` > 1): the sequential runs' summed last epochs vs
 the sweep's.
 The target on a GPU is ``speedup >= 3`` for 4 seeds of a small ResNet; on CPU this is a smoke

@@ -90,22 +90,12 @@ def _make_tx(
     return tx
 
 
-def _mask_key(mask: PyTree | None) -> tuple | None:
-    if mask is None:
-        return None
-    leaves, treedef = jax.tree.flatten(mask)
-    return treedef, tuple(bool(m) for m in leaves)
-
-
 @functools.lru_cache(maxsize=32)
 def _compiled_epoch(
     apply_fn: ApplyFn, r: _Recipe, trainable_key: tuple | None, has_prune: bool, steps: int
 ) -> Callable:
     """One jitted epoch for this configuration (cached: the jit cache is per function object)."""
-    trainable = None
-    if trainable_key is not None:
-        treedef, bits = trainable_key
-        trainable = jax.tree.unflatten(treedef, list(bits))
+    trainable = partition.mask_from_key(trainable_key)
     # The prune mask is optimizer state (see _keep_zero): update never reads the closure's mask.
     tx = _make_tx(r, trainable, None, has_prune)
     step = train.make_train_step(
@@ -246,7 +236,7 @@ def train_epochs(
             if patterns is None
             else partition.trainable_mask(params, list(patterns), log_table=False)
         )
-        tkey = _mask_key(tmask)
+        tkey = partition.mask_key(tmask)
         run = _compiled_epoch(apply_fn, recipe, tkey, has_prune, steps)
         if ts is None or (reset_each_epoch or tkey != current):
             current_params = params if ts is None else ts.params

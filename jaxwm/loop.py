@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -117,6 +118,33 @@ def optimizer_for(
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _program(
+    apply_fn: Callable,
+    hp: Hparams,
+    steps_per_epoch: int,
+    chunk: int,
+    mask_key: tuple | None,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    sharding: Any,
+) -> tuple[optax.GradientTransformation, Callable]:
+    """The optimizer and jitted training chunk of a fit, cached per configuration.
+
+    Fits that differ only in seed, data values or initial state (the seeds of a study) then
+    share one compilation instead of compiling the same program again.
+    """
+    mask = partition.mask_from_key(mask_key)
+    tx = optimizer_for(hp, steps_per_epoch)
+    if mask is not None:
+        tx = partition.masked(tx, mask)
+    step = train.make_train_step(
+        apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
+        crop_pad=hp.crop_pad, flip=hp.flip,
+    )  # fmt: skip
+    return tx, train.make_train_chunk(step, hp.batch_size, chunk, batch_sharding=sharding)
+
+
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns."""
@@ -181,9 +209,11 @@ def fit(
     chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    tx = optimizer_for(hp, steps_per_epoch)
-    if mask is not None:
-        tx = partition.masked(tx, mask)
+    sharding = None if mesh is None else parallel.batch_sharding(mesh)
+    tx, run = _program(
+        model_apply, hp, steps_per_epoch, chunk, partition.mask_key(mask),
+        tuple(map(float, arrays.mean)), tuple(map(float, arrays.std)), sharding,
+    )  # fmt: skip
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
     ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)
     if init_state is not None:
@@ -192,18 +222,6 @@ def fit(
         ts = ts._replace(params=params, state=state)
     if mesh is not None:  # before a restore, so orbax restores straight into this layout
         ts = parallel.replicate(ts, mesh)
-    step = train.make_train_step(
-        model_apply,
-        tx,
-        arrays.mean,
-        arrays.std,
-        mask=mask,
-        label_smoothing=hp.label_smoothing,
-        crop_pad=hp.crop_pad,
-        flip=hp.flip,
-    )
-    sharding = None if mesh is None else parallel.batch_sharding(mesh)
-    run = train.make_train_chunk(step, hp.batch_size, chunk, batch_sharding=sharding)
     evaluate = train.make_eval(model_apply, arrays.mean, arrays.std)
 
     ckpt, metrics_path, start_epoch, history = None, None, 0, []

@@ -203,3 +203,23 @@ def state_mask(state: PyTree, frozen: Sequence[str]) -> PyTree:
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     return jax.tree_util.tree_unflatten(treedef, [under(path_str(kp)) for kp, _ in leaves])
+
+
+def mask_key(mask: PyTree | None) -> tuple | None:
+    """A hashable stand-in for a boolean mask (its tree structure and bits), for caches.
+
+    Compiled steps are cached per mask: two masks with equal keys compile to the same program.
+    :func:`mask_from_key` inverts it. None stays None (no mask: everything trainable).
+    """
+    if mask is None:
+        return None
+    leaves, treedef = jax.tree.flatten(mask)
+    return treedef, tuple(bool(m) for m in leaves)
+
+
+def mask_from_key(key: tuple | None) -> PyTree | None:
+    """The mask that :func:`mask_key` made ``key`` from."""
+    if key is None:
+        return None
+    treedef, bits = key
+    return jax.tree.unflatten(treedef, list(bits))

@@ -142,3 +142,15 @@ def test_init_is_deterministic_per_key(toy):
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.params["head"]["kernel"], c.params["head"]["kernel"])
+
+
+def test_fits_differing_only_in_seed_share_one_compilation(toy):
+    arrays, model = toy
+    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4)
+    first = loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
+    with compile_stats.CompileStats() as stats:
+        second = loop.fit(model.init, model.apply, arrays, hp, seed=1, progress=False)
+    assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
+    assert stats.by_function.get("jit(init)", 0) == 0, dict(stats.by_function)
+    a, b = first.state.params["head"]["kernel"], second.state.params["head"]["kernel"]
+    assert not np.array_equal(a, b)  # still two different runs
