@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxwm import checkpoint, compile_stats, config, data, loop, models, parallel
+from jaxwm import checkpoint, compile_stats, config, data, loop, models, parallel, procpool
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
     config.validate(cfg)
+    if cfg.mode == "reproduce" and cfg.reproduce.processes != 1:
+        procpool.leave_devices_to_jobs()  # before JAX touches a GPU: the units run elsewhere
     if jax.process_count() > 1 and cfg.mode != "train":
         raise config.ConfigError(
             f"mode {cfg.mode!r} runs in a single process; multi-process launches support "

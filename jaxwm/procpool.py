@@ -25,6 +25,29 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+_PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
+_MARK = "JAXWM_DISPATCHER_SET_PREALLOCATE"  # set when leave_devices_to_jobs changed _PREALLOCATE
+
+
+def leave_devices_to_jobs() -> None:
+    """Keeps a dispatching process from preallocating GPU memory its jobs will need.
+
+    JAX preallocates most of a GPU's memory in every process that initialises it; a process
+    that only starts jobs must not take GPU 0's memory from the job pinned there. Call this
+    before JAX initialises its backends; :func:`run_jobs` gives the jobs the setting they would
+    have had (a value the user chose is kept everywhere).
+    """
+    if _PREALLOCATE not in os.environ:
+        os.environ[_PREALLOCATE] = "false"
+        os.environ[_MARK] = "1"
+
+
+def _job_env(env: Mapping[str, str]) -> dict[str, str]:
+    out = dict(env)
+    if out.pop(_MARK, None):
+        out.pop(_PREALLOCATE, None)
+    return out
+
 
 class JobError(RuntimeError):
     """A job exited with a non-zero status; the message names it and quotes its log."""
@@ -79,7 +102,7 @@ def run_jobs(
     free: queue.Queue[int] = queue.Queue()
     for i in range(slots):
         free.put(i)
-    base = dict(os.environ if env is None else env)
+    base = _job_env(os.environ if env is None else env)
 
     def run(job: Job) -> tuple[int, float]:
         slot = free.get()

@@ -1,5 +1,6 @@
 """procpool: independent runs as processes, at most one per slot, pinned to one GPU each."""
 
+import os
 import sys
 import time
 
@@ -60,3 +61,21 @@ def test_a_failed_job_is_named_with_its_log_after_the_others_finish(tmp_path):
 def test_slots_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="slots"):
         procpool.run_jobs(_jobs(tmp_path, 1), 0, pin_gpus=False)
+
+
+@pytest.mark.parametrize("user_value", [None, "true"])
+def test_a_dispatcher_leaves_gpu_memory_to_its_jobs(tmp_path, monkeypatch, user_value):
+    var = "XLA_PYTHON_CLIENT_PREALLOCATE"
+    for name in (var, "JAXWM_DISPATCHER_SET_PREALLOCATE"):  # restored after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    if user_value is not None:
+        monkeypatch.setenv(var, user_value)
+    procpool.leave_devices_to_jobs()
+    assert os.environ[var] == (user_value or "false")  # this process: no preallocation
+    job = procpool.Job(
+        "env", [sys.executable, "-c", f"import os; print(os.environ.get('{var}', '-'))"],
+        tmp_path / "env.txt",
+    )  # fmt: skip
+    procpool.run_jobs([job], 1, pin_gpus=False, say=lambda _: None)
+    assert job.log.read_text().strip() == (user_value or "-")  # the job: JAX's default
