@@ -237,7 +237,10 @@ def train_epochs(
             else partition.trainable_mask(params, list(patterns), log_table=False)
         )
         tkey = partition.mask_key(tmask)
-        run = _compiled_epoch(apply_fn, recipe, tkey, has_prune, steps)
+        # The learning rate and run length live in the optimizer state (jaxwm.optim), so they
+        # are normalised out of the cache key: runs differing only in them share a compilation.
+        shape = dataclasses.replace(recipe, lr=1.0, total_steps=1)
+        run = _compiled_epoch(apply_fn, shape, tkey, has_prune, steps)
         if ts is None or (reset_each_epoch or tkey != current):
             current_params = params if ts is None else ts.params
             opt_state = _make_tx(recipe, tmask, prune_keep, has_prune).init(current_params)

@@ -118,31 +118,41 @@ def optimizer_for(
     )
 
 
+def _with_mask(tx: optax.GradientTransformation, mask: PyTree | None):
+    return tx if mask is None else partition.masked(tx, mask)
+
+
 @functools.lru_cache(maxsize=16)
 def _program(
     apply_fn: Callable,
-    hp: Hparams,
-    steps_per_epoch: int,
+    shape_hp: Hparams,
     chunk: int,
     mask_key: tuple | None,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     sharding: Any,
-) -> tuple[optax.GradientTransformation, Callable]:
-    """The optimizer and jitted training chunk of a fit, cached per configuration.
+) -> Callable:
+    """The jitted training chunk of a fit, cached per configuration.
 
-    Fits that differ only in seed, data values or initial state (the seeds of a study) then
-    share one compilation instead of compiling the same program again.
+    ``shape_hp`` is the run's :class:`Hparams` with the schedule's numbers (epochs, peak rate,
+    warm-up) and the loop-only fields normalised away (:func:`_program_key`): the optimizer
+    keeps those numbers in its state (:mod:`jaxwm.optim`), so its ``update`` (and the whole
+    step) is the same for every value. Fits that differ only in seed, data, initial state,
+    length or learning rate then share one compilation.
     """
     mask = partition.mask_from_key(mask_key)
-    tx = optimizer_for(hp, steps_per_epoch)
-    if mask is not None:
-        tx = partition.masked(tx, mask)
+    template = _with_mask(optimizer_for(shape_hp, 1), mask)  # its update reads only the state
     step = train.make_train_step(
-        apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
-        crop_pad=hp.crop_pad, flip=hp.flip,
+        apply_fn, template, mean, std, mask=mask, label_smoothing=shape_hp.label_smoothing,
+        crop_pad=shape_hp.crop_pad, flip=shape_hp.flip,
     )  # fmt: skip
-    return tx, train.make_train_chunk(step, hp.batch_size, chunk, batch_sharding=sharding)
+    return train.make_train_chunk(step, shape_hp.batch_size, chunk, batch_sharding=sharding)
+
+
+def _program_key(hp: Hparams) -> Hparams:
+    return dataclasses.replace(
+        hp, epochs=1, peak_lr=1.0, warmup_epochs=0.0, eval_every=1, checkpoint_every=1
+    )
 
 
 @dataclasses.dataclass
@@ -210,8 +220,9 @@ def fit(
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
     sharding = None if mesh is None else parallel.batch_sharding(mesh)
-    tx, run = _program(
-        model_apply, hp, steps_per_epoch, chunk, partition.mask_key(mask),
+    tx = _with_mask(optimizer_for(hp, steps_per_epoch), mask)  # this run's numbers, for init
+    run = _program(
+        model_apply, _program_key(hp), chunk, partition.mask_key(mask),
         tuple(map(float, arrays.mean)), tuple(map(float, arrays.std)), sharding,
     )  # fmt: skip
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)

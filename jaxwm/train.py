@@ -29,6 +29,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxwm import partition
+from jaxwm.optim import lr_schedule as lr_schedule  # re-exported: the optimizer factory
+from jaxwm.optim import make_optimizer as make_optimizer  # lived here first
 
 PyTree = Any
 
@@ -49,74 +51,6 @@ class TrainState(NamedTuple):
     opt_state: PyTree
     step: jax.Array
     rng: jax.Array
-
-
-def lr_schedule(
-    peak_lr: float,
-    total_steps: int,
-    *,
-    warmup_steps: int = 0,
-    kind: str = "cosine",
-    final_fraction: float = 0.0,
-) -> optax.Schedule:
-    """Learning-rate schedule: linear warm-up, then ``cosine``/``linear`` decay or ``constant``.
-
-    Args:
-      peak_lr: Learning rate reached after warm-up.
-      total_steps: Length of the run in optimizer steps (must be >= 1).
-      warmup_steps: Linear warm-up from 0 (clipped to ``total_steps``).
-      kind: "cosine", "linear" (one-cycle-like triangle) or "constant".
-      final_fraction: Final learning rate as a fraction of ``peak_lr`` for the decaying kinds.
-    """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    warmup_steps = min(max(warmup_steps, 0), total_steps)
-    decay = total_steps - warmup_steps
-    end = peak_lr * final_fraction
-    if kind == "constant":
-        after = optax.constant_schedule(peak_lr)
-    elif kind == "cosine":
-        after = optax.cosine_decay_schedule(peak_lr, max(decay, 1), alpha=final_fraction)
-    elif kind == "linear":
-        after = optax.linear_schedule(peak_lr, end, max(decay, 1))
-    else:
-        raise ValueError(f"schedule kind must be 'cosine', 'linear' or 'constant', got {kind!r}")
-    if warmup_steps == 0:
-        return after
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak_lr, warmup_steps), after], [warmup_steps]
-    )
-
-
-def make_optimizer(
-    *,
-    peak_lr: float,
-    total_steps: int,
-    warmup_steps: int = 0,
-    schedule: str = "cosine",
-    optimizer: str = "sgd",
-    momentum: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 5e-4,
-) -> optax.GradientTransformation:
-    """SGD (Nesterov) or AdamW with decoupled weight decay on kernels only.
-
-    Weight decay skips 1-D leaves (biases, BatchNorm scale/shift), the usual choice for ResNets.
-    Wrap the result with :func:`jaxwm.partition.masked` to freeze parameters.
-    """
-    sched = lr_schedule(peak_lr, total_steps, warmup_steps=warmup_steps, kind=schedule)
-
-    def decay_mask(params: PyTree) -> PyTree:
-        return jax.tree.map(lambda p: p.ndim > 1, params)
-
-    if optimizer == "sgd":
-        return optax.chain(
-            optax.add_decayed_weights(weight_decay, mask=decay_mask),
-            optax.sgd(sched, momentum=momentum or None, nesterov=nesterov and momentum > 0),
-        )
-    if optimizer == "adamw":
-        return optax.adamw(sched, weight_decay=weight_decay, mask=decay_mask)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
 
 
 def init_train_state(

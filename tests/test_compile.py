@@ -108,12 +108,15 @@ def test_scanned_chunk_has_no_host_callbacks(toy):
     assert "callback" not in text  # no host round trip inside the chunk
 
 
-def test_second_run_of_a_config_hits_the_persistent_cache(tmp_path):
+def test_second_run_even_with_other_epochs_and_rates_hits_the_persistent_cache(tmp_path):
     cache = tmp_path / "xla"
     stats = []
-    for run in ("first", "second"):
+    # The second run is longer and uses other learning rates: those numbers live in the
+    # optimizer state (jaxwm.optim), so they do not change any compiled program.
+    other = ["--config.train.epochs=3", "--config.train.peak_lr=0.2", "--config.embed.lr=0.01"]
+    for run, extra in (("first", []), ("second", other)):
         wd = tmp_path / run
-        proc = launch(*SMALL, f"--config.compile_cache={cache}", f"--workdir={wd}")
+        proc = launch(*SMALL, *extra, f"--config.compile_cache={cache}", f"--workdir={wd}")
         assert "compilation:" in proc.stderr
         stats.append(json.loads((wd / "compile_stats.json").read_text()))
     first, second = stats
@@ -154,3 +157,13 @@ def test_fits_differing_only_in_seed_share_one_compilation(toy):
     assert stats.by_function.get("jit(init)", 0) == 0, dict(stats.by_function)
     a, b = first.state.params["head"]["kernel"], second.state.params["head"]["kernel"]
     assert not np.array_equal(a, b)  # still two different runs
+
+
+def test_fits_differing_in_length_and_learning_rate_share_one_compilation(toy):
+    arrays, model = toy
+    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
+    loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
+    longer = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
+    with compile_stats.CompileStats() as stats:
+        loop.fit(model.init, model.apply, arrays, longer, seed=0, progress=False)
+    assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
