@@ -10,10 +10,9 @@ Run ``r`` of :func:`fit_sweep` reproduces ``loop.fit(..., seed=seeds[i])`` with
 ``peak_lr=lrs[j]`` up to float rounding (same initialisation, shuffling and augmentation keys),
 on one device and without checkpoints.
 
-Per-run learning rates are *values*, so they are vmapped too: the whole schedule is linear in
-``peak_lr`` (warm-up, cosine/linear decay and decoupled weight decay all scale with it), so every
-run uses the schedule for ``peak_lr=1`` and its update is multiplied by its own ``peak_lr``,
-kept in its optimizer state. Hyper-parameters that change shapes or code (batch size, epochs,
+Per-run learning rates are *values*, so they are vmapped too: jaxwm's schedules keep their
+peak rate in the optimizer state (:mod:`jaxwm.optim`), and each run's state holds its own.
+Hyper-parameters that change shapes or code (batch size, epochs,
 optimizer kind, model widths) cannot share one program: sweep those with separate calls.
 
 Example:
@@ -30,7 +29,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,26 +64,6 @@ def unstack(tree: PyTree, n: int) -> list[PyTree]:
       [(3,), (3,)]
     """
     return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
-
-
-class RunScale(NamedTuple):
-    """Optimizer state of :func:`scale_by_run`: the run's learning rate (a scalar)."""
-
-    lr: jax.Array
-
-
-def scale_by_run() -> optax.GradientTransformation:
-    """Multiplies updates by the learning rate stored in its state (1 until set per run)."""
-
-    def init(params: PyTree) -> RunScale:
-        del params
-        return RunScale(jnp.ones((), jnp.float32))
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u: (u * state.lr).astype(u.dtype), updates), state
-
-    return optax.GradientTransformation(init, update)
 
 
 def make_sweep_chunk(
@@ -245,18 +224,15 @@ def fit_sweep(
     chunk, n_chunks = loop.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    # Without ``lrs`` this is exactly fit's optimizer; with them, see the module docstring.
-    tx = loop.optimizer_for(hp, steps_per_epoch, peak_lr=None if lrs is None else 1.0)
-    if lrs is not None:
-        tx = optax.chain(tx, scale_by_run())
+    tx = loop.optimizer_for(hp, steps_per_epoch)  # exactly fit's optimizer
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
 
     # One initialisation per run, as fit does (one cached compilation serves every run):
     # exact, and cheaper than compiling a vmapped init (about 7 s for a tiny ResNet on CPU).
     ts = stack([train.init_train_state(model_init, tx, jax.random.key(s), sample) for _, s in grid])
-    if lrs is not None:
-        lr = jnp.asarray([v for v, _ in grid], jnp.float32)
-        ts = ts._replace(opt_state=(ts.opt_state[0], RunScale(lr)))
+    if lrs is not None:  # each run's peak rate, in its schedule's state (see jaxwm.optim)
+        peak = jnp.asarray([v for v, _ in grid], jnp.float32)
+        ts = ts._replace(opt_state=optax.tree_utils.tree_set(ts.opt_state, peak=peak))
     ts = place(ts)
     data_keys = jnp.stack([jax.random.key_data(jax.random.key(s + 1)) for _, s in grid])
     perms_of = jax.jit(jax.vmap(train.epoch_permutation, in_axes=(0, None, None)), static_argnums=1)

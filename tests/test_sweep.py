@@ -6,7 +6,6 @@ import _multidevice
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxwm import loop, sweep
@@ -57,21 +56,6 @@ def test_summarize_groups_by_learning_rate():
     assert rows[0]["seeds"] == [0, 1]
     np.testing.assert_allclose(rows[1]["test_accuracy"]["mean"], 0.6)
     assert rows[1]["test_accuracy"]["n"] == 2
-
-
-def test_scale_by_run_is_a_per_run_learning_rate():
-    params = {"w": jnp.array([1.0, -2.0])}
-    grads = {"w": jnp.array([0.5, 0.25])}
-    sched = optax.cosine_decay_schedule(1.0, 10)
-    unit = optax.chain(optax.sgd(sched, momentum=0.9), sweep.scale_by_run())
-    state = unit.init(params)
-    state = (state[0], sweep.RunScale(jnp.float32(0.3)))
-    ref = optax.sgd(optax.cosine_decay_schedule(0.3, 10), momentum=0.9)
-    ref_state = ref.init(params)
-    for _ in range(3):
-        u, state = unit.update(grads, state, params)
-        r, ref_state = ref.update(grads, ref_state, params)
-        np.testing.assert_allclose(u["w"], r["w"], rtol=1e-6)
 
 
 def test_vmapped_4_seed_sweep_equals_4_sequential_fits():
