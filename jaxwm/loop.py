@@ -118,7 +118,9 @@ def optimizer_for(
     )
 
 
-def _with_mask(tx: optax.GradientTransformation, mask: PyTree | None):
+def _with_mask(
+    tx: optax.GradientTransformation, mask: PyTree | None
+) -> optax.GradientTransformation:
     return tx if mask is None else partition.masked(tx, mask)
 
 
