@@ -81,18 +81,27 @@ class ScheduleState(NamedTuple):
 
 
 def schedule_value(kind: str, s: ScheduleState) -> jax.Array:
-    """The learning rate at ``s.count`` (traceable; equals :func:`lr_schedule`'s value)."""
-    count = s.count.astype(jnp.float32)
-    ramp = s.peak * jnp.minimum(count, s.warmup) / jnp.maximum(s.warmup, 1.0)
+    """The learning rate at ``s.count`` (traceable; equals :func:`lr_schedule`'s value).
+
+    The arithmetic follows optax's schedules operation by operation (``linear_schedule``,
+    ``cosine_decay_schedule``, ``join_schedules``), so the values are bit-identical to them.
+    """
+    count = s.count
+    # Warm-up: optax.linear_schedule(0, peak, warmup), i.e. polynomial_schedule with power 1.
+    frac = 1 - jnp.clip(count, 0, s.warmup) / jnp.maximum(s.warmup, 1.0)
+    ramp = (0.0 - s.peak) * frac**1 + s.peak
+    t = count - s.warmup  # join_schedules: the second schedule sees steps since the boundary
     decay = jnp.maximum(s.total - s.warmup, 1.0)
-    frac = jnp.clip(count - s.warmup, 0.0, decay) / decay
     if kind == "constant":
         after = s.peak
     elif kind == "cosine":
-        cos = 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-        after = s.peak * ((1.0 - s.final_fraction) * cos + s.final_fraction)
+        t = jnp.minimum(t, decay)
+        cosine_decay = 0.5 * (1 + jnp.cos(jnp.pi * t / decay))
+        after = s.peak * ((1 - s.final_fraction) * cosine_decay**1.0 + s.final_fraction)
     else:
-        after = s.peak + (s.peak * s.final_fraction - s.peak) * frac
+        end = s.peak * s.final_fraction
+        frac_decay = 1 - jnp.clip(t, 0, decay) / decay
+        after = (s.peak - end) * frac_decay**1 + end
     return jnp.where(count < s.warmup, ramp, after)
 
 
