@@ -22,8 +22,12 @@ def test_state_schedule_equals_the_optax_schedule(kind, warmup, final_fraction):
     )
     state = tx.init(None)
     for count in [0, 1, 5, 9, 10, 11, 50, 99, 100, 101, 130]:
-        got = optim.schedule_value(kind, state._replace(count=jnp.int32(count)))
-        np.testing.assert_allclose(got, ref(count), rtol=1e-5, atol=1e-7, err_msg=str(count))
+        got = np.float32(optim.schedule_value(kind, state._replace(count=jnp.int32(count))))
+        want = np.float32(ref(jnp.int32(count)))
+        if final_fraction == 0:  # what make_optimizer uses: bit-identical, op by op
+            np.testing.assert_array_equal(got, want, str(count))
+        else:  # optax folds peak * fraction in float64 on the host; here it is float32
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(count))
 
 
 def _toy():
