@@ -84,7 +84,10 @@ def schedule_value(kind: str, s: ScheduleState) -> jax.Array:
     """The learning rate at ``s.count`` (traceable; equals :func:`lr_schedule`'s value).
 
     The arithmetic follows optax's schedules operation by operation (``linear_schedule``,
-    ``cosine_decay_schedule``, ``join_schedules``), so the values are bit-identical to them.
+    ``cosine_decay_schedule``, ``join_schedules``): evaluated alone, the values are
+    bit-identical to them (with ``final_fraction`` 0, as :func:`make_optimizer` uses them).
+    Fused into a training step, XLA may round differently from the constant-folded optax
+    version, which changes a run at the level of float noise.
     """
     count = s.count
     # Warm-up: optax.linear_schedule(0, peak, warmup), i.e. polynomial_schedule with power 1.
