@@ -60,6 +60,7 @@ class CompileStats:
       cache_hits: Executables loaded from the persistent cache.
       cache_writes: New entries written to the persistent cache.
       by_function: Compilations per jitted function name (e.g. ``"jit(evaluate)"``).
+      seconds_by_function: Compile seconds per jitted function name.
     """
 
     compilations: int = 0
@@ -68,6 +69,9 @@ class CompileStats:
     cache_hits: int = 0
     cache_writes: int = 0
     by_function: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    seconds_by_function: collections.Counter = dataclasses.field(
+        default_factory=collections.Counter
+    )
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # compilations may run on several threads
@@ -84,7 +88,9 @@ class CompileStats:
             if event == _COMPILE:
                 self.compilations += 1
                 self.compile_s += duration
-                self.by_function[str(kw.get("fun_name", "?"))] += 1
+                name = str(kw.get("fun_name", "?"))
+                self.by_function[name] += 1
+                self.seconds_by_function[name] += duration
             elif event == _TRACE:
                 self.trace_s += duration
 
@@ -97,14 +103,18 @@ class CompileStats:
         jax.monitoring.unregister_event_listener(self._on_event)
         jax.monitoring.unregister_event_duration_listener(self._on_duration)
 
-    def as_dict(self) -> dict[str, float | int]:
-        """The counts as a JSON-ready dict."""
+    def as_dict(self, top: int = 10) -> dict[str, object]:
+        """The counts as a JSON-ready dict, with the ``top`` most expensive functions."""
+        slowest = sorted(self.seconds_by_function.items(), key=lambda kv: -kv[1])[:top]
         return {
             "compilations": self.compilations,
             "compile_s": round(self.compile_s, 3),
             "trace_s": round(self.trace_s, 3),
             "cache_hits": self.cache_hits,
             "cache_writes": self.cache_writes,
+            "slowest": [
+                {"function": f, "n": self.by_function[f], "s": round(t, 3)} for f, t in slowest
+            ],
         }
 
     def __str__(self) -> str:

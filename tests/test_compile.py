@@ -49,6 +49,8 @@ def test_compile_stats_counts_only_inside_its_window():
     jax.jit(lambda x: x + 1)(b)  # after the window: not counted
     assert stats.compilations == 2
     assert "2 XLA compilations" in str(stats)
+    slowest = stats.as_dict()["slowest"]
+    assert [r["n"] for r in slowest] == [2] and slowest[0]["s"] > 0  # one jitted function
 
 
 def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
