@@ -32,7 +32,8 @@ for section in "$@"; do
   throughput)
     log "throughput: jaxwm vs the plain Flax and PyTorch-eager references"
     python3 bench/train_throughput.py --model resnet18 --dtype bfloat16 --batch 1024 \
-      --what train_step partial_step --out "$OUT/bench.jsonl"
+      --what train_step partial_step --out "$OUT/bench.jsonl" --trace /tmp/jaxwm_trace
+    python3 bench/trace_summary.py /tmp/jaxwm_trace --top 25 > "$OUT/trace_summary.jsonl"
     python3 .gpu/ref/flax_resnet18_bench.py 1024 | tee "$OUT/ref.jsonl"
     python3 -c "import sys, json; sys.path.insert(0, '.gpu/ref'); import torch_resnet18_bench as t; \
 print(json.dumps(t.bench(False, 1024)))" | tee -a "$OUT/ref.jsonl" ;;

@@ -330,6 +330,13 @@ def measure_chunks(args, model, batch: int, patterns: list[str] | None) -> dict:
     jax.block_until_ready((ts, m))
     dt = time.perf_counter() - t0
 
+    trace = None
+    if args.trace:  # one more call under the profiler, after (and outside) the timed ones
+        trace = str(Path(args.trace) / f"{'partial' if patterns else 'full'}_b{batch}")
+        with jax.profiler.trace(trace):
+            ts, m = run(ts, images, labels, perm, start)
+            jax.block_until_ready((ts, m))
+
     steps = k * args.calls
     row = {
         "img_per_s": round(batch * steps / dt, 1),
@@ -342,6 +349,7 @@ def measure_chunks(args, model, batch: int, patterns: list[str] | None) -> dict:
         "calls": args.calls,
         "n": n,
         "final_loss": round(_finite_loss(m), 4),
+        **({"trace": trace} if trace else {}),
         **info,
         **_executable_memory(run, ts, images, labels, perm, start),
     }
@@ -432,6 +440,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="trainable path patterns for partial_step (default: last stage and head)",
     )
     p.add_argument("--compile-cache", metavar="DIR", help="enable JAX's persistent compile cache")
+    p.add_argument(
+        "--trace", metavar="DIR",
+        help="also record one untimed chunk per step kind with jax.profiler (view in Perfetto/"
+        "TensorBoard) under DIR/{full,partial}_b<batch>",
+    )  # fmt: skip
     p.add_argument(
         "--cost-analysis",
         action="store_true",
