@@ -138,8 +138,9 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     }
     checkpoint.save_model(workdir, jax.device_get(ts.params), jax.device_get(ts.state), meta)
     write_json(workdir / "results.json", summary)
+    epochs = f"{cfg.train.epochs} epoch" + ("" if cfg.train.epochs == 1 else "s")
     print(
-        f"test accuracy {100 * result.test_accuracy:.2f}% after {cfg.train.epochs} epoch{'s' * (cfg.train.epochs != 1)} "
+        f"test accuracy {100 * result.test_accuracy:.2f}% after {epochs} "
         f"({summary['wall_s']:.0f} s); model saved to {workdir / 'model'}"
     )
     return summary

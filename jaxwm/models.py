@@ -30,9 +30,8 @@ Parameter paths are stable and readable, because watermark layers are chosen by 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import flax.linen as nn
@@ -204,7 +203,7 @@ def resnet(
     return _resnet(int(num_classes), tuple(stage_sizes), tuple(widths), dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@lru_cache(maxsize=32)
 def _resnet(num_classes: int, stage_sizes: tuple, widths: tuple, dtype: str) -> Model:
     # Cached: the same architecture is the same Model object, with the same function objects,
     # so every jit cache keyed on ``apply`` (evaluation, embedding stages, attacks) is shared by
