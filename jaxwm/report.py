@@ -47,6 +47,7 @@ def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tupl
         sub.progress = cfg.progress
     sub.data.source = source
     sub.data.cache_dir = cfg.data.cache_dir
+    sub.compile_cache, sub.compile_cache_min_s = cfg.compile_cache, cfg.compile_cache_min_s
     sub.seed = seed
     return name, sub
 
@@ -156,8 +157,11 @@ def _unit_main(argv: list[str] | None = None) -> None:
     if sub.compile_cache:
         compile_stats.enable_persistent_cache(sub.compile_cache, sub.compile_cache_min_s)
     run_dir = Path(args.run_dir)
-    out = _run_unit(sub, run_dir, not args.no_attacks)
-    experiments.write_json(run_dir / "unit.json", out)
+    t0 = time.perf_counter()
+    with compile_stats.CompileStats() as stats:
+        out = _run_unit(sub, run_dir, not args.no_attacks)
+    experiments.write_json(run_dir / "compile_stats.json", stats.as_dict())
+    experiments.write_json(run_dir / "unit.json", {**out, "wall_s": time.perf_counter() - t0})
 
 
 def _table_row(study: dict[str, Any]) -> dict[str, Any]:

@@ -50,4 +50,5 @@ def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):
     assert got == ref  # same seeds, same numbers, the missing dataset skipped the same way
     unit = tmp_path / "synthetic" / "seed1"
     assert (unit / "log.txt").is_file() and (unit / "attack" / "attacks.json").is_file()
+    assert json.loads((unit / "compile_stats.json").read_text())["compilations"] > 0
     assert SECRET not in (unit / "unit_config.json").read_text()  # the secret stays in the env
