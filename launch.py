@@ -19,6 +19,7 @@ from jaxwm.checkpoint import CheckpointError
 from jaxwm.config import ConfigError
 from jaxwm.data import DatasetError
 from jaxwm.partition import PatternError
+from jaxwm.procpool import JobError
 from jaxwm.triggers import TriggerSetError
 from jaxwm.verify import VerificationError
 
@@ -33,6 +34,7 @@ _USER_ERRORS = (
     PatternError,
     TriggerSetError,
     VerificationError,
+    JobError,  # a unit process of mode reproduce failed; its log's tail is in the message
 )
 
 

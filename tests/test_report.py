@@ -52,3 +52,21 @@ def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):
     assert (unit / "log.txt").is_file() and (unit / "attack" / "attacks.json").is_file()
     assert json.loads((unit / "compile_stats.json").read_text())["compilations"] > 0
     assert SECRET not in (unit / "unit_config.json").read_text()  # the secret stays in the env
+
+
+def test_a_failing_unit_process_is_one_clean_error_naming_its_log(tmp_path):
+    proc = launch(
+        *STUDY,
+        "--config.reproduce.processes=2",
+        "--config.reproduce.runs=('synthetic=synthetic:train=256,test=64,classes=4',)",
+        "--config.reproduce.seeds=(0,)",
+        "--config.embed.layers_to_turn=('no_such_layer',)",  # fails inside the unit process
+        f"--workdir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()
+    assert any(line.startswith("error: job synthetic seed 0 exited with status") for line in last)
+    assert str(tmp_path / "synthetic" / "seed0" / "log.txt") in proc.stderr
+    assert "no_such_layer" in proc.stderr  # the unit's own error, from its log
+    assert "Traceback (most recent call last)" not in proc.stderr.split("error: job")[0]
