@@ -840,6 +840,8 @@ def query_endpoint(
                     ) from None
                 if isinstance(reason, TimeoutError):
                     cause = f"timed out after {timeout:g} s"
+                elif isinstance(reason, str):
+                    cause = reason
                 else:
                     cause = f"{type(reason).__name__}: {reason}"
             else:
