@@ -1,9 +1,10 @@
 """``folder:`` datasets: an ImageFolder directory or tar archive, decoded once and cached.
 
 Layout ``<split>/<label_dir>/<file>`` (split in ``train``/``test``), exactly as the offline
-copies in ``shared/data``. Label folders named ``<index>_<name>`` keep their index; otherwise
-they are numbered alphabetically. A ``.tar.gz`` is streamed once (it has no random access) and
-the decoded arrays are cached as an uncompressed ``.npz`` keyed by path, size and mtime, written
+copies in ``shared/data``. Label folders named ``<index>_<name>`` keep their index, and then all
+of them must be numbered; if none is numbered they are numbered alphabetically; a mix is an
+error, since silently renumbering ``10_ten`` would change labels. A ``.tar.gz`` is streamed
+once (it has no random access) and the decoded arrays are cached as an uncompressed ``.npz`` keyed by path, size and mtime, written
 atomically so a killed process never leaves a corrupt cache.
 """
 
@@ -166,18 +167,33 @@ def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _label_index(path: Path, label_dirs: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Numbered dirs (``3_cat``) keep their number; otherwise alphabetical order."""
-    matches = [_NUMBERED.match(d) for d in label_dirs]
-    if not all(matches):
+    """Numbered dirs (``3_cat``, all of them) keep their number; none numbered: alphabetical."""
+    matches = {d: _NUMBERED.match(d) for d in label_dirs}
+    if not any(matches.values()):
         return {d: i for i, d in enumerate(label_dirs)}, list(label_dirs)
-    index = {d: int(m.group(1)) for d, m in zip(label_dirs, matches, strict=True)}
+    if unnumbered := [d for d, m in matches.items() if not m]:
+        raise DatasetError(
+            f"{path}: label folders {unnumbered} have no '<index>_' prefix but others do "
+            f"(e.g. {next(d for d, m in matches.items() if m)!r}); number them all "
+            "('0_cat', '1_dog', ...) or none (then they are numbered alphabetically)"
+        )
+    index = {d: int(m.group(1)) for d, m in matches.items()}
+    by_index: dict[int, list[str]] = {}
+    for d, i in index.items():
+        by_index.setdefault(i, []).append(d)
+    if dupes := {i: ds for i, ds in sorted(by_index.items()) if len(ds) > 1}:
+        raise DatasetError(
+            f"{path}: label index used by more than one folder: "
+            f"{'; '.join(f'{i} by {ds}' for i, ds in dupes.items())}; give each folder its own "
+            f"index, each of 0..{len(label_dirs) - 1} exactly once"
+        )
     if sorted(index.values()) != list(range(len(label_dirs))):
         raise DatasetError(
             f"{path}: numbered label folders must use each index 0..{len(label_dirs) - 1} "
             f"exactly once, got {sorted(label_dirs, key=index.__getitem__)}"
         )
     names = [""] * len(label_dirs)
-    for d, m in zip(label_dirs, matches, strict=True):
+    for d, m in matches.items():
         names[index[d]] = m.group(2)
     return index, names
 
