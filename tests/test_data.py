@@ -300,8 +300,12 @@ def test_cache_invalidated_when_source_changes(tmp_path, toy_tar, monkeypatch):
     monkeypatch.setattr(imagefolder, "_decode_folder", lambda p: calls.append(p) or real(p))
     load(toy_tar, cache)
     load(toy_tar, cache)
-    os.utime(toy_tar, ns=(0, 123_456_789))  # new mtime -> new key
+    os.utime(toy_tar, ns=(0, 123_456_789))  # a new mtime alone: same content, same key
     load(toy_tar, cache)
+    assert len(calls) == 1 and len(_npz(cache)) == 1
+    files, _ = make_files(train=3, test=3)  # new content -> new key, a second cache file
+    write_source(toy_tar.parent, "tar.gz", files)
+    assert len(load(toy_tar, cache).test_images) == 6
     assert len(calls) == 2 and len(_npz(cache)) == 2
 
 
