@@ -139,9 +139,11 @@ def load_dataset(
 
     ``digits`` is the default because it ships inside scikit-learn: it works on a fresh
     machine without network, and its 8x8 images train in minutes on 2 CPU cores.
-    ``folder:`` label dirs named ``<index>_<name>`` (all of them) keep that index, others
-    are numbered alphabetically. Hidden files and sidecars (``.txt``, ``.json``, ...) are
-    skipped; every other file must decode as an image of the same size as the rest.
+    ``folder:`` label dirs named ``<index>_<name>`` keep that index; if none is numbered
+    they are numbered alphabetically, and a mix of both is an error. Hidden files and sidecars
+    (``.txt``, ``.json``, ...) are skipped; every other file must decode as an image of the
+    same size as the rest (16-bit and [0, 1] float images are scaled to uint8, see
+    :mod:`jaxwm.imagefolder`).
 
     Args:
         source: ``digits``, ``synthetic`` / ``synthetic:train=64,classes=3,...``,

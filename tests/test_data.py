@@ -110,7 +110,6 @@ def test_folder_numbered_labels_use_the_number(tmp_path, kind):
     ("labels", "expected"),
     [
         (("dog", "cat", "bird"), ("bird", "cat", "dog")),
-        (("0_a", "b"), ("0_a", "b")),  # not all numbered -> plain alphabetical names
         (("10_x", "2_y", "0_z", "1_w", "3_v", "4_u", "5_t", "6_s", "7_r", "8_q", "9_p"),
          ("z", "w", "y", "v", "u", "t", "s", "r", "q", "p", "x")),
     ],
@@ -191,6 +190,10 @@ BAD_LAYOUTS = {
                        ["only in test: ['2_c']"]),
     "bad_numbering": (lambda f: {k.replace("1_apple", "2_apple"): v for k, v in f.items()},
                       ["2_apple", "exactly once"]),
+    "mixed_numbering": (lambda f: {k.replace("1_apple", "apple"): v for k, v in f.items()},
+                        ["['apple']", "number them all", "or none"]),
+    "duplicate_index": (lambda f: {k.replace("1_apple", "0_apple"): v for k, v in f.items()},
+                        ["0 by ['0_apple', '0_zebra']"]),
     "file_in_split_dir": (lambda f: {**f, "train/stray.png": f["train/0_zebra/0.png"]},
                           ["stray.png"]),
     "nested_too_deep": (lambda f: {**f, "train/0_zebra/sub/0.png": f["train/0_zebra/0.png"]},
@@ -297,8 +300,12 @@ def test_cache_invalidated_when_source_changes(tmp_path, toy_tar, monkeypatch):
     monkeypatch.setattr(imagefolder, "_decode_folder", lambda p: calls.append(p) or real(p))
     load(toy_tar, cache)
     load(toy_tar, cache)
-    os.utime(toy_tar, ns=(0, 123_456_789))  # new mtime -> new key
+    os.utime(toy_tar, ns=(0, 123_456_789))  # a new mtime alone: same content, same key
     load(toy_tar, cache)
+    assert len(calls) == 1 and len(_npz(cache)) == 1
+    files, _ = make_files(train=3, test=3)  # new content -> new key, a second cache file
+    write_source(toy_tar.parent, "tar.gz", files)
+    assert len(load(toy_tar, cache).test_images) == 6
     assert len(calls) == 2 and len(_npz(cache)) == 2
 
 
