@@ -6,11 +6,12 @@ and attacks each watermarked model with every kind in ``attack.kinds`` at every 
 attacker's data is a held-out share (``attack.data_fraction``) of the *test* set; clean accuracy
 is measured on the rest, so attacker data never overlaps evaluation data.
 
-Each point is verified as the owner would (:func:`jaxwm.verify.verify_predictions`, with the
-null threshold fitted on the victim and any other independent models) and scored by the
-Watermark-Robustness-Toolbox criterion (Lukas et al. 2022): an attack *succeeds* when ownership
-can no longer be shown while clean accuracy fell by at most ``attack.max_acc_drop`` against the
-unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
+Each point is verified as the owner would (:func:`jaxwm.verify.verify_predictions`: the control
+test against fresh-key triggers, the permutation test, and the null threshold fitted on the
+victim and any other independent models; at ``verify.alpha``, i.e. assuming the owner published
+the digest before release) and scored by the Watermark-Robustness-Toolbox criterion (Lukas et
+al. 2022): an attack *succeeds* when ownership can no longer be shown while clean accuracy fell
+by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
 plots of :mod:`jaxwm.plots` to the run directory.
 """
 
@@ -29,7 +30,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import attacks, checkpoint, config, embed, experiments, runs, train, triggers, verify
+from jaxwm import (
+    attacks,
+    checkpoint,
+    config,
+    controls,
+    embed,
+    experiments,
+    runs,
+    train,
+    triggers,
+    verify,
+)
 from jaxwm.attack_tables import CSV_FIELDS, summarize, summary_table
 from jaxwm.attack_tables import stronger as stronger  # re-exported: public before the split
 from jaxwm.manifest import read_manifest, regenerate
@@ -71,50 +83,50 @@ def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(perm[:n_att]), np.sort(perm[n_att:])
 
 
-def decision_threshold(n: int, num_classes: int, alpha: float, null_thr: float | None) -> float:
-    """The smallest retention at which the owner's verification claims ownership.
+def decision_threshold(
+    n: int, num_classes: int, alpha: float, null_thr: float | None, chance: float | None = None
+) -> float:
+    """The smallest retention that passes the binomial test and the null threshold.
 
-    Ownership needs ``p < alpha`` (binomial against ``1/K``) and, with null models, a retention
-    above ``null_thr``; both tests are monotone in the number of matches ``k``, so there is one
-    cut-off ``k_min / n``: owned if and only if ``retention >= decision_threshold``.
+    A necessary condition for ownership, drawn in the plots: both rules are monotone in the
+    number of matches ``k``, so they give one cut-off ``k_min / n``. The control and
+    permutation tests (which depend on the attacked model's answers) may ask for more.
 
     Args:
       n: Number of triggers.
       num_classes: ``K``.
       alpha: Significance level.
       null_thr: Null-model threshold (:func:`jaxwm.verify.null_threshold`), or None.
+      chance: Binomial chance per trigger (default ``1/K``).
 
     Returns:
       ``k_min / n``, or ``inf`` when no retention would be owned.
     """
+    chance = 1.0 / num_classes if chance is None else chance
     for k in range(n + 1):
-        if verify.binomial_pvalue(k, n, 1.0 / num_classes) < alpha and (
-            null_thr is None or k / n > null_thr
-        ):
+        if verify.binomial_pvalue(k, n, chance) < alpha and (null_thr is None or k / n > null_thr):
             return k / n
     return math.inf
 
 
 def wrt_success(
-    retention: float,
+    owned: bool,
     accuracy: float,
     reference_accuracy: float,
-    threshold: float,
     max_drop: float = 0.05,
 ) -> bool:
     """Watermark-Robustness-Toolbox success: watermark removed, model still useful.
 
     Args:
-      retention: Watermark accuracy of the attacked model.
+      owned: The owner's verdict on the attacked model.
       accuracy: Its clean accuracy.
       reference_accuracy: Clean accuracy of the unattacked watermarked model.
-      threshold: Decision threshold (:func:`decision_threshold`): owned iff retention >= it.
       max_drop: Largest tolerated clean-accuracy loss, as a fraction (0.05 = 5 points).
 
     Returns:
-      True when retention is below the threshold and accuracy fell by at most ``max_drop``.
+      True when ownership is lost and accuracy fell by at most ``max_drop``.
     """
-    return bool(retention < threshold and reference_accuracy - accuracy <= max_drop + 1e-9)
+    return bool(not owned and reference_accuracy - accuracy <= max_drop + 1e-9)
 
 
 @dataclasses.dataclass
@@ -134,6 +146,8 @@ class _Context:
     nulls: list[float]
     evaluate: Callable
     predict: Callable
+    ctl_images: np.ndarray | None = None
+    ctl_labels: np.ndarray | None = None
 
     def labels_on(self, params: PyTree, state: PyTree, images: Any = None) -> np.ndarray:
         """Predicted labels on the owner's triggers (or on ``images``)."""
@@ -144,9 +158,13 @@ class _Context:
     def measure(self, params: PyTree, state: PyTree) -> tuple[float, verify.Verdict]:
         """Clean accuracy on the evaluation split, and the owner's verdict."""
         acc = float(self.evaluate(params, state, self.x_eval, self.y_eval))
+        c_pred = None if self.ctl_images is None else self.labels_on(params, state, self.ctl_images)
         v = verify.verify_predictions(
             self.labels_on(params, state), self.trig.labels, self.num_classes,
-            alpha=self.cfg.verify.alpha, fpr=self.cfg.verify.fpr, null_retentions=self.nulls,
+            alpha=self.cfg.verify.alpha, chance=triggers.chance_level(self.trig.params),
+            control_predicted=c_pred, control_labels=self.ctl_labels,
+            fpr=self.cfg.verify.fpr, confidence=self.cfg.verify.confidence,
+            null_retentions=self.nulls,
         )  # fmt: skip
         return acc, v
 
@@ -234,7 +252,7 @@ def _overwrite(ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Po
         yield e, p, s, {"attacker_retention": own}
 
 
-def _record(ctx, attack, scheme, strength, acc, v, ref, threshold, extra) -> dict[str, Any]:
+def _record(ctx, attack, scheme, strength, acc, v, ref, extra) -> dict[str, Any]:
     drop = ref["clean_accuracy"] - acc
     return {
         "attack": attack, "scheme": scheme, "strength": strength,
@@ -242,8 +260,9 @@ def _record(ctx, attack, scheme, strength, acc, v, ref, threshold, extra) -> dic
         "retention": v.retention, "k": v.k, "n": v.n, "p_value": v.p_value,
         "log10_p_value": v.log10_p_value, "owned": bool(v.owned),
         # Nothing to remove when the unattacked model was not owned in the first place.
-        "success": ref["owned"] and wrt_success(v.retention, acc, ref["clean_accuracy"],
-                                                threshold, ctx.cfg.attack.max_acc_drop),
+        "control_rate": v.control_rate, "decided_by": v.decided_by,
+        "success": ref["owned"] and wrt_success(v.owned, acc, ref["clean_accuracy"],
+                                                ctx.cfg.attack.max_acc_drop),
         **extra,
     }  # fmt: skip
 
@@ -305,14 +324,19 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             "run the attack with the pipeline's config (only mode and attack.* should differ)"
         )
     images, labels = runs.trigger_sources(cfg, ds) if manifest["kind"] != "noise" else (None, None)
-    trig = regenerate(manifest, secret=config.secret(cfg), source_images=images,
-                               source_labels=labels)  # fmt: skip
+    key = config.secret(cfg)
+    trig = regenerate(manifest, secret=key, source_images=images, source_labels=labels)
+    ctl = controls.control_sets(trig.params, key, count=cfg.verify.control_sets,
+                                seed=cfg.verify.control_seed, source_images=images,
+                                source_labels=labels)  # fmt: skip
     att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))
     ctx = _Context(
         cfg, model, mean, std, ds.test_images[att_idx], ds.test_labels[att_idx],
         ds.test_images[eval_idx], ds.test_labels[eval_idx], trig, int(manifest["num_classes"]),
         [], train.make_eval(model.apply, mean, std), train.make_predict(model.apply, mean, std),
+        np.concatenate([c.images for c in ctl]) if ctl else None,
+        np.concatenate([c.labels for c in ctl]) if ctl else None,
     )  # fmt: skip
 
     # Independent (non-watermarked) models: the victim, pipeline nulls, and verify.nulls.
@@ -320,12 +344,14 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     ctx.nulls.append(verify.retention(ctx.labels_on(v_params, v_state), trig.labels))
     for d in null_dirs:
         ctx.nulls.append(_null_retention(ctx, d, v_params))
-    null_thr = verify.null_threshold(ctx.nulls, cfg.verify.fpr)
-    threshold = decision_threshold(len(trig), ctx.num_classes, cfg.verify.alpha, null_thr)
+    null_thr = verify.null_threshold(ctx.nulls, cfg.verify.fpr, cfg.verify.confidence).threshold
+    threshold = decision_threshold(len(trig), ctx.num_classes, cfg.verify.alpha, null_thr,
+                                   triggers.chance_level(trig.params))  # fmt: skip
     v_acc, v_verdict = ctx.measure(v_params, v_state)
     _say(f"attack: {len(att_idx)} attacker / {len(eval_idx)} evaluation test images; "
-         f"victim acc {v_acc:.3f} retention {v_verdict.retention:.3f}; owned iff retention >= "
-         f"{threshold:.3f} (nulls {[round(x, 3) for x in ctx.nulls]})")  # fmt: skip
+         f"victim acc {v_acc:.3f} retention {v_verdict.retention:.3f}; ownership needs "
+         f"retention >= {threshold:.3f} and the control test (nulls "
+         f"{[round(x, 3) for x in ctx.nulls]})")  # fmt: skip
 
     reference, records, timings = {}, [], {}
     kinds = list(dict.fromkeys(cfg.attack.kinds))  # a repeated kind would duplicate records
@@ -347,7 +373,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             for strength, p, s, extra in _points(kind, ctx, params, state, key):
                 acc_k, v_k = ctx.measure(p, s)
                 got.append(_record(ctx, kind, scheme, strength, acc_k, v_k, reference[scheme],
-                                   threshold, extra))  # fmt: skip
+                                   extra))  # fmt: skip
             records += got
             timings[f"{kind}/{scheme}"] = time.perf_counter() - t1
             _say(f"[{scheme} {i + 1}/{len(kinds)}] {kind}: {len(got)} points in "
@@ -373,8 +399,11 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(records)
     table = summary_table(rows)
-    head = (f"Attacks on {src} ({ds.name}, {model.name}): owned iff retention >= "
-            f"{100 * threshold:.1f}% (chance {100 / ctx.num_classes:.1f}%); WRT success = not "
+    head = (f"Attacks on {src} ({ds.name}, {model.name}): owned when every test of the "
+            f"verifier rejects at alpha={cfg.verify.alpha:g} (retention >= {100 * threshold:.1f}% "
+            f"and above the suspect's rate on fresh-key control triggers; chance "
+            f"{100 / ctx.num_classes:.1f}%); the owner's digest is assumed published before "
+            "release. WRT success = not "
             f"owned with at most {100 * cfg.attack.max_acc_drop:g} points of accuracy lost.\n"
             f"Unattacked: " + ", ".join(f"{k} acc {100 * r['clean_accuracy']:.1f}% ret "
                                         f"{100 * r['retention']:.1f}%" for k, r in reference.items())

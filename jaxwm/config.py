@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 
-MODES = ("train", "sweep", "embed", "verify", "pipeline", "attack", "reproduce")
+from jaxwm import triggers
+
+MODES = ("train", "sweep", "embed", "digest", "export", "verify", "pipeline", "attack",
+         "reproduce")  # fmt: skip
 ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
                 "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
@@ -92,12 +96,26 @@ def defaults() -> ml_collections.ConfigDict:
 
     # Ownership verification (see jaxwm.verify).
     c.verify = ml_collections.ConfigDict()
-    c.verify.model = ""  # run directory of the suspect model (mode=verify)
-    c.verify.manifest = ""  # the owner's manifest.json (mode=verify)
+    # The suspect: exactly one of model (white-box run directory), answers (a file of its
+    # answers to the queries of mode=export) or endpoint (a live HTTP prediction API).
+    c.verify.model = ""
+    c.verify.answers = ""  # .csv/.json/.npy of labels or logits, in the export's query order
+    c.verify.endpoint = ""  # http(s) URL taking one PNG per POST, answering a label or logits
+    c.verify.timeout = 10.0  # seconds per endpoint request
+    c.verify.retries = 3  # endpoint retries on timeouts, 429 and 5xx
+    c.verify.rate_limit = 0.0  # endpoint requests per second; 0 = unlimited
+    c.verify.manifest = ""  # the owner's manifest.json, or a directory of manifest*.json
+    c.verify.digest = ""  # the digest the owner published before release (mode=digest prints it)
     c.verify.nulls = ()  # run directories of independent non-watermarked models
     c.verify.null_models = 0  # pipeline: train this many extra independent models (other seeds)
-    c.verify.alpha = 1e-3
-    c.verify.fpr = 0.05
+    c.verify.alpha = 1e-3  # significance level when the digest was published before release
+    # Without a published digest a claimant could have tried many keys against the suspect:
+    # this much stricter level then applies (a search of 1e9 keys still fails at 1e-3).
+    c.verify.alpha_unpublished = 1e-12
+    c.verify.fpr = 0.05  # null-model threshold: false-positive rate ...
+    c.verify.confidence = 0.95  # ... bounded with this confidence
+    c.verify.control_sets = 4  # control sets from fresh keys, each as large as the owner's set
+    c.verify.control_seed = ""  # a verifier may change it to draw other controls
 
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.methods = ("partitioned", "baseline")  # also "adi": trained with D from the start
@@ -236,7 +254,13 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sweep.seeds", lambda v: len(v) > 0, "a non-empty tuple of seeds"),
     ("sweep.lrs", lambda v: all(x > 0 for x in v), "a tuple of positive learning rates"),
     ("verify.alpha", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("verify.alpha_unpublished", lambda v: 0 < v < 1, "in (0, 1)"),
     ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("verify.confidence", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("verify.control_sets", _positive, ">= 1"),
+    ("verify.timeout", _positive, "> 0 (seconds)"),
+    ("verify.retries", _nonneg, ">= 0"),
+    ("verify.rate_limit", _nonneg, ">= 0 (requests per second; 0 = unlimited)"),
     (
         "pipeline.methods",
         lambda v: len(v) > 0 and set(v) <= {"partitioned", "baseline", "adi"},
@@ -335,9 +359,34 @@ def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
     return cfg
 
 
-def secret(cfg: ml_collections.ConfigDict) -> str:
-    """The owner's secret: ``watermark.secret``, else the ``JAXWM_SECRET`` environment variable."""
-    value = cfg.watermark.secret or os.environ.get(SECRET_ENV, "")
+def secret(cfg: ml_collections.ConfigDict, *, embedding: bool = False) -> str:
+    """The owner's secret: ``watermark.secret`` or the ``JAXWM_SECRET`` environment variable.
+
+    Both set and different is an error (one of them would silently win). The demo's public key
+    prints a warning; embedding refuses keys under 128 bits (the demo's excepted).
+
+    Args:
+        cfg: The run's config.
+        embedding: Whether the key is about to watermark a model.
+
+    Returns:
+        The key.
+    """
+    from_cfg, from_env = cfg.watermark.secret, os.environ.get(SECRET_ENV, "")
+    if from_cfg and from_env and from_cfg != from_env:
+        raise ConfigError(
+            f"watermark.secret and ${SECRET_ENV} are both set and differ; keep one "
+            f"(unset {SECRET_ENV}, or pass --config.watermark.secret='' to use it)"
+        )
+    value = from_cfg or from_env
+    if value == triggers.DEMO_SECRET:
+        print(
+            "warning: this is the demo's published watermark key: anybody can regenerate its "
+            "trigger sets, so it proves nothing in a dispute; use your own key (JAXWM_SECRET)",
+            file=sys.stderr,
+        )
+    elif value and embedding:
+        triggers.check_secret_strength(value)
     if not value:
         raise ConfigError(
             f"no watermark secret: set --config.watermark.secret=... or the {SECRET_ENV} environment "

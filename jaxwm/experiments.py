@@ -198,13 +198,15 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     write_json(workdir / "config.json", config.public_dict(cfg))
     if cfg.compile_cache:
         compile_stats.enable_persistent_cache(cfg.compile_cache, cfg.compile_cache_min_s)
-    from jaxwm import attack_runs, report, runs  # the watermark modes build on this module
+    from jaxwm import attack_runs, report, runs, verify_runs  # these modes build on this module
 
     modes = {
         "train": run_train,
         "sweep": run_sweep,
         "embed": runs.run_embed,
-        "verify": runs.run_verify,
+        "digest": verify_runs.run_digest,
+        "export": verify_runs.run_export,
+        "verify": verify_runs.run_verify,
         "pipeline": runs.run_pipeline,
         "attack": attack_runs.run_attack,
         "reproduce": report.run_reproduce,

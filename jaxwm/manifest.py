@@ -1,24 +1,38 @@
 """Manifests: the public record of a trigger set, and the check that a set matches it.
 
-:func:`write_manifest` publishes a set's parameters and SHA-256 commitment (never the owner's
+:func:`write_manifest` records a set's parameters and SHA-256 commitment (never the owner's
 key); :func:`regenerate` rebuilds the set from the manifest and the key and refuses it unless
 the commitment matches, so what is shown in a dispute is provably the set fixed at embedding.
+
+A manifest alone proves nothing about *when* it was made: its ``created`` field is the
+writer's word, and a claimant could have tried many keys against a suspect before writing one.
+:func:`publication_digest` is the short string an owner publishes before releasing the model (a
+paper, a registry, a signed git tag); :func:`check_publication` ties a manifest to it later.
+
+Format 2 commits every parameter that changes the verification test (class count, label
+policy, target class, kind, index, image shape, a digest of the source images); format 1
+(jaxwm 0.1) is still read, with its weaker commitment, so sets embedded with 0.1 stay verifiable.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxwm.triggers import TriggerSet, TriggerSetError, make_trigger_set
+from jaxwm.triggers import COMMITTED_PARAMS, TriggerSet, TriggerSetError, make_trigger_set
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# A regenerated set is built in memory: bound it so a hostile manifest cannot ask for gigabytes.
+MAX_TRIGGERS = 100_000
+DIGEST_PREFIX = "jaxwm-wm2:"
 PathLike = str | os.PathLike[str]
 
 
@@ -60,19 +74,18 @@ def write_manifest(
         raise ManifestError(
             "trigger_set.params lacks num_classes; build the set with make_trigger_set"
         )
-    manifest: dict[str, Any] = {
-        "version": MANIFEST_VERSION,
-        "kind": trigger_set.kind,
-        "size": len(trigger_set),
-        "image_shape": list(trigger_set.images.shape[1:]),
-        "num_classes": int(p["num_classes"]),
-    }
-    if trigger_set.kind != "folder":  # a folder set's labels are the user's, not a policy's
-        manifest["label_policy"] = p.get("label_policy", "random")
-        manifest["index"] = int(p.get("index", 0))
-        if manifest["label_policy"] == "target":
-            manifest["target_class"] = int(p.get("target_class", 0))
-    manifest["commitment"] = trigger_set.commitment()
+    missing = [k for k in COMMITTED_PARAMS if k not in p and k not in _OPTIONAL_PARAMS]
+    if missing:
+        raise ManifestError(
+            f"trigger_set.params lacks {missing}; build the set with make_trigger_set"
+        )
+    if p.get("size") != len(trigger_set) or list(p.get("image_shape", [])) != list(
+        trigger_set.images.shape[1:]
+    ):
+        raise ManifestError("trigger_set.params do not describe its images (size, image_shape)")
+    manifest: dict[str, Any] = {"version": MANIFEST_VERSION}
+    manifest.update({k: p[k] for k in COMMITTED_PARAMS if k in p})
+    manifest["commitment"] = trigger_set.commitment(version=MANIFEST_VERSION)
     manifest["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if secret_hint is not None:
         manifest["secret_hint"] = str(secret_hint)
@@ -90,6 +103,7 @@ def write_manifest(
 
 
 _REQUIRED = ("version", "kind", "size", "image_shape", "num_classes", "commitment")
+_OPTIONAL_PARAMS = ("target_class", "source_digest")  # only for target sets / data-derived kinds
 
 
 def read_manifest(path: PathLike) -> dict:
@@ -116,11 +130,78 @@ def read_manifest(path: PathLike) -> dict:
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
         raise ManifestError(f"manifest file {str(path)!r} lacks fields {missing}")
-    if data["version"] != MANIFEST_VERSION:
-        raise ManifestError(
-            f"manifest file {str(path)!r} has version {data['version']}; this jaxwm reads {MANIFEST_VERSION}"
-        )
+    _check_fields(data, repr(str(path)))
     return data
+
+
+def _check_fields(m: Mapping[str, Any], where: str) -> None:
+    missing = [key for key in _REQUIRED if key not in m]
+    if missing:
+        raise ManifestError(f"manifest {where} lacks fields {missing}")
+    if m["version"] not in READABLE_VERSIONS:
+        raise ManifestError(
+            f"manifest {where} has version {m['version']!r}; this jaxwm reads {READABLE_VERSIONS}"
+        )
+    size = m["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_TRIGGERS:
+        raise ManifestError(
+            f"manifest {where}: size must be an int in [1, {MAX_TRIGGERS}]; got {size!r}"
+        )
+    if m["version"] >= 2:
+        absent = [k for k in ("label_policy", "index") if k not in m]
+        if m.get("label_policy") == "target" and "target_class" not in m:
+            absent.append("target_class")
+        if m["kind"] != "noise" and "source_digest" not in m:
+            absent.append("source_digest")
+        if absent:
+            raise ManifestError(f"manifest {where} lacks fields {absent}")
+
+
+def publication_digest(manifests: Sequence[Mapping[str, Any]]) -> str:
+    """The short string an owner publishes before release, binding one or more manifests.
+
+    It covers each manifest's commitment in order, and a commitment (format 2) covers every
+    parameter of the test, so a digest published before the suspect existed proves that the
+    sets were fixed then: nobody could have tried keys against the suspect afterwards.
+
+    Args:
+        manifests: The manifests of the sets to be tested together, in index order.
+
+    Returns:
+        ``"jaxwm-wm2:"`` followed by 32 hex characters (128 bits of SHA-256).
+
+    Example:
+        >>> publication_digest([{"commitment": "ab" * 32}])
+        'jaxwm-wm2:...'  # doctest: +SKIP
+    """
+    if not manifests:
+        raise ManifestError("publication_digest needs at least one manifest")
+    h = hashlib.sha256(b"jaxwm-publication-v2")
+    for m in manifests:
+        if "commitment" not in m:
+            raise ManifestError("manifest lacks the field 'commitment'")
+        c = str(m["commitment"]).encode()
+        h.update(len(c).to_bytes(8, "big") + c)
+    return DIGEST_PREFIX + h.hexdigest()[:32]
+
+
+def check_publication(published: str, manifests: Sequence[Mapping[str, Any]]) -> None:
+    """Raise :class:`CommitmentError` unless ``published`` is these manifests' digest.
+
+    Args:
+        published: The digest as published (surrounding whitespace is ignored).
+        manifests: The manifests tested together, in the same order as when it was made.
+
+    Example:
+        >>> m = [{"commitment": "ab" * 32}]
+        >>> check_publication(publication_digest(m), m)
+    """
+    expected = publication_digest(manifests)
+    if published.strip() != expected:
+        raise CommitmentError(
+            f"the published digest {published.strip()!r} does not match these manifests "
+            f"({expected}): they are not the sets the owner published"
+        )
 
 
 def check_commitment(trigger_set: TriggerSet, manifest: Mapping[str, Any]) -> None:
@@ -136,7 +217,10 @@ def check_commitment(trigger_set: TriggerSet, manifest: Mapping[str, Any]) -> No
     """
     if "commitment" not in manifest:
         raise ManifestError("manifest lacks the field 'commitment'")
-    actual, expected = trigger_set.commitment(), str(manifest["commitment"])
+    version = manifest.get("version", MANIFEST_VERSION)
+    if version not in READABLE_VERSIONS:
+        raise ManifestError(f"manifest version {version!r} is not one of {READABLE_VERSIONS}")
+    actual, expected = trigger_set.commitment(version=version), str(manifest["commitment"])
     if actual != expected:
         raise CommitmentError(
             "the trigger set regenerated from this key does not match the manifest "
@@ -166,20 +250,26 @@ def regenerate(
         >>> ts = regenerate("/tmp/wm.json", secret="k")  # doctest: +SKIP
     """
     m = read_manifest(manifest) if isinstance(manifest, str | os.PathLike) else manifest
-    missing = [key for key in _REQUIRED if key not in m]
-    if missing:
-        raise ManifestError(f"manifest lacks fields {missing}")
+    _check_fields(m, "dict" if isinstance(m, Mapping) else repr(str(manifest)))
+    policy = m.get("label_policy", "random")
     ts = make_trigger_set(
         m["kind"],
         secret=secret,
         size=m["size"],
         image_shape=tuple(m["image_shape"]),
         num_classes=m["num_classes"],
-        label_policy=m.get("label_policy", "random"),
+        label_policy="random" if policy == "given" else policy,
         target_class=m.get("target_class", 0),
         source_images=source_images,
         source_labels=source_labels,
         index=m.get("index", 0),
     )
+    if m["version"] >= 2 and "source_digest" in m:
+        got = ts.params.get("source_digest")
+        if got != m["source_digest"]:
+            raise CommitmentError(
+                "the source images given are not the ones this set was drawn from (their digest "
+                f"{got} != manifest {m['source_digest']}); load the same dataset as at embedding"
+            )
     check_commitment(ts, m)
     return ts

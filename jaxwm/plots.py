@@ -63,7 +63,9 @@ def _schemes(records: Sequence[dict]) -> list[str]:
 def _reference_lines(ax, results: dict[str, Any]) -> None:
     thr = results.get("decision_threshold")
     if thr is not None and np.isfinite(thr):
-        ax.axhline(100 * thr, color="black", ls=":", lw=1.2, label="decision threshold")
+        ax.axhline(
+            100 * thr, color="black", ls=":", lw=1.2, label="retention needed (binomial, nulls)"
+        )
     ax.axhline(100 * results["chance"], color="gray", ls="-.", lw=1, label="chance")
 
 

@@ -230,7 +230,7 @@ def render(studies: dict[str, dict[str, Any]], cfg: ml_collections.ConfigDict, w
         lines.append(f"| {label} | {row['n']} | {' | '.join(cells)} | {' | '.join(ref)} |")
     lines += [
         "",
-        "Ownership (p < alpha and retention above the null threshold), seeds owned / n:",
+        "Ownership (every test of the verifier rejects at verify.alpha: control, permutation, null threshold), seeds owned / n:",
         "",
     ]
     for label, study in studies.items():

@@ -18,8 +18,19 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import checkpoint, config, data, embed, experiments, loop, train, triggers, verify
-from jaxwm.manifest import read_manifest, regenerate, write_manifest
+from jaxwm import (
+    checkpoint,
+    config,
+    controls,
+    data,
+    embed,
+    experiments,
+    loop,
+    train,
+    triggers,
+    verify,
+)
+from jaxwm.manifest import publication_digest, write_manifest
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {
@@ -53,7 +64,7 @@ def trigger_sources(
 
 def make_sets(cfg: ml_collections.ConfigDict, ds: data.Dataset) -> list[tuple[Any, list[str]]]:
     """The owner's watermark sets and the layer patterns each is embedded into."""
-    key = config.secret(cfg)
+    key = config.secret(cfg, embedding=True)
     images, labels = trigger_sources(cfg, ds)
     groups = [list(cfg.embed.layers_to_turn)]
     groups += [[p.strip() for p in g.split(",") if p.strip()] for g in cfg.embed.more_sets]
@@ -130,21 +141,59 @@ def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any,
     return params, state, histories
 
 
-def evaluate_model(model, params, state, ds, sets, alpha, nulls=None) -> dict[str, Any]:
-    """Clean test accuracy, and retention + verdict per watermark set."""
+def make_controls(cfg: ml_collections.ConfigDict, ds: data.Dataset, sets) -> list[list]:
+    """Control sets (fresh keys, same generator) for each of the owner's sets."""
+    key = config.secret(cfg)
+    images, labels = trigger_sources(cfg, ds)
+    return [
+        controls.control_sets(
+            trig.params, key, count=cfg.verify.control_sets, seed=cfg.verify.control_seed,
+            source_images=images, source_labels=labels,
+        )
+        for trig, _ in sets
+    ]  # fmt: skip
+
+
+def evaluate_model(model, params, state, ds, sets, ctl, vcfg, nulls=None) -> dict[str, Any]:
+    """Clean test accuracy, and retention + verdict per watermark set (Holm over the sets).
+
+    The owner made the sets in this run before embedding, so the commitment is prior by
+    construction and verdicts use ``verify.alpha``.
+    """
     acc = float(
         train.make_eval(model.apply, ds.mean, ds.std)(params, state, ds.test_images, ds.test_labels)
     )
     predict = train.make_predict(model.apply, ds.mean, ds.std)
-    out = {"test_accuracy": acc, "sets": []}
+
+    def labels_of(images):
+        return verify.predict_labels(lambda x: predict(params, state, x), images)
+
+    verdicts = []
     for i, (trig, _) in enumerate(sets):
-        pred = verify.predict_labels(lambda x: predict(params, state, x), trig.images)
         null_i = None if nulls is None else [n[i] for n in nulls]
-        v = verify.verify_predictions(
-            pred, trig.labels, ds.num_classes, alpha=alpha, null_retentions=null_i
-        )
-        out["sets"].append(v.to_dict())
-    return out
+        c_lab = np.concatenate([c.labels for c in ctl[i]]) if ctl[i] else None
+        c_pred = labels_of(np.concatenate([c.images for c in ctl[i]])) if ctl[i] else None
+        verdicts.append(verify.verify_predictions(
+            labels_of(trig.images), trig.labels, ds.num_classes, alpha=vcfg.alpha,
+            chance=triggers.chance_level(trig.params), control_predicted=c_pred,
+            control_labels=c_lab, null_retentions=null_i, fpr=vcfg.fpr,
+            confidence=vcfg.confidence,
+        ))  # fmt: skip
+    owned, verdicts, _ = verify.decide_sets(verdicts, vcfg.alpha)
+    return {"test_accuracy": acc, "owned": owned, "sets": [v.to_dict() for v in verdicts]}
+
+
+def write_manifests(directory: Path, sets, dataset: str) -> str:
+    """The run's manifests and the digest to publish before release (``DIGEST.txt``)."""
+    written = [
+        write_manifest(directory / f"manifest{i}.json", trig,
+                       extra={"layers_to_turn": layers, "dataset": dataset})
+        for i, (trig, layers) in enumerate(sets)
+    ]  # fmt: skip
+    digest = publication_digest(written)
+    (directory / "DIGEST.txt").write_text(digest + "\n")
+    _say(f"watermark digest (publish it before releasing the model): {digest}")
+    return digest
 
 
 def load_model_for(path: str | Path, num_classes: int | None = None):
@@ -158,7 +207,7 @@ def load_model_for(path: str | Path, num_classes: int | None = None):
 def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``pipeline``: victim -> watermark sets -> embed per method -> verify -> Table 1."""
     t0 = time.perf_counter()
-    config.secret(cfg)  # fail before training if there is no key
+    config.secret(cfg, embedding=True)  # fail before training if there is no usable key
     ds = experiments.load_data(cfg)
     model = experiments.build_model(cfg, ds.num_classes)
     victim = _trained(cfg, Path(cfg.pipeline.victim or workdir / "victim"), cfg.seed, "victim")
@@ -166,32 +215,28 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
              for i in range(cfg.verify.null_models)]  # fmt: skip
 
     sets = make_sets(cfg, ds)
-    for i, (trig, layers) in enumerate(sets):
-        write_manifest(
-            workdir / "watermark" / f"manifest{i}.json", trig,
-            extra={"layers_to_turn": layers, "dataset": ds.name},
-        )  # fmt: skip
+    digest = write_manifests(workdir / "watermark", sets, ds.name)
+    ctl = make_controls(cfg, ds, sets)
     # Independent models' retentions (the victim is one too: trained without the watermark).
     null_ret = []
     for _, p, s in [victim, *nulls]:
-        r = evaluate_model(model, p, s, ds, sets, cfg.verify.alpha)
+        r = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify)
         null_ret.append([x["retention"] for x in r["sets"]])
     results: dict[str, Any] = {
         "dataset": ds.name,
         "num_classes": ds.num_classes,
         "model": model.name,
-        "victim": evaluate_model(model, victim[1], victim[2], ds, sets, cfg.verify.alpha),
+        "digest": digest,
+        "victim": evaluate_model(model, victim[1], victim[2], ds, sets, ctl, cfg.verify),
         "null_retentions": null_ret,
         "methods": {},
         "environment": experiments.environment(),
     }
-    # With few null models verify.null_threshold adds a safety margin above their maximum.
-    thresholds = null_ret
     for method in cfg.pipeline.methods:
         t1 = time.perf_counter()
         p, s, hist = embed_model(cfg, method, model, victim[1], victim[2], ds, sets, cfg.seed)
         p, s = jax.device_get((p, s))
-        res = evaluate_model(model, p, s, ds, sets, cfg.verify.alpha, thresholds)
+        res = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify, null_ret)
         res["embed_s"] = time.perf_counter() - t1
         res["history"] = hist
         results["methods"][method] = res
@@ -292,15 +337,13 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     ds = experiments.load_data(cfg)
     model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes)
     sets = make_sets(cfg, ds)
-    manifests = []
-    for i, (trig, layers) in enumerate(sets):
-        path = workdir / f"manifest{i}.json"
-        write_manifest(path, trig, extra={"layers_to_turn": layers, "dataset": ds.name})
-        manifests.append(path.name)
-    before = evaluate_model(model, params, state, ds, sets, cfg.verify.alpha)
+    write_manifests(workdir, sets, ds.name)
+    manifests = [f"manifest{i}.json" for i in range(len(sets))]
+    ctl = make_controls(cfg, ds, sets)
+    before = evaluate_model(model, params, state, ds, sets, ctl, cfg.verify)
     p, s, hist = embed_model(cfg, cfg.embed.method, model, params, state, ds, sets, cfg.seed)
     p, s = jax.device_get((p, s))
-    after = evaluate_model(model, p, s, ds, sets, cfg.verify.alpha)
+    after = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify)
     meta = {
         "config": config.public_dict(cfg),
         "dataset": {"name": ds.name, "source": cfg.data.source, "class_names": ds.class_names},
@@ -316,48 +359,4 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         f"{100 * after['test_accuracy']:.2f}%, retention {100 * after['sets'][0]['retention']:.2f}%; "
         f"model in {workdir / 'model'}, manifest(s) {manifests}"
     )
-    return out
-
-
-def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-    """Mode ``verify``: the suspect model + the owner's key and manifest -> verdict."""
-    if not cfg.verify.model or not cfg.verify.manifest:
-        raise config.ConfigError(
-            "mode=verify needs verify.model (suspect run directory) and verify.manifest"
-        )
-    manifest = read_manifest(cfg.verify.manifest)
-    model, params, state, meta = load_model_for(cfg.verify.model)
-    needs_data = manifest["kind"] != "noise"
-    ds = experiments.load_data(cfg) if needs_data else None
-    images, labels = (None, None)
-    if needs_data:
-        images, labels = trigger_sources(cfg, ds)
-    trig = regenerate(
-        manifest, secret=config.secret(cfg), source_images=images, source_labels=labels
-    )
-    norm = meta["normalization"]
-    predict = train.make_predict(model.apply, norm["mean"], norm["std"])
-    k = int(manifest["num_classes"])
-
-    def retention_of(p, s):
-        return verify.retention(
-            verify.predict_labels(lambda x: predict(p, s, x), trig.images), trig.labels
-        )
-
-    nulls = []
-    for run_dir in cfg.verify.nulls:
-        _, p_n, s_n, _ = load_model_for(run_dir)
-        nulls.append(retention_of(p_n, s_n))
-    pred = verify.predict_labels(lambda x: predict(params, state, x), trig.images)
-    verdict = verify.verify_predictions(
-        pred, trig.labels, k, alpha=cfg.verify.alpha, fpr=cfg.verify.fpr,
-        null_retentions=nulls or None,
-    )  # fmt: skip
-    out = {
-        "suspect": str(cfg.verify.model),
-        "manifest": str(cfg.verify.manifest),
-        **verdict.to_dict(),
-    }
-    experiments.write_json(workdir / "verdict.json", out)
-    print(verdict.reason)
     return out

@@ -71,6 +71,24 @@ class _KeyedStream:
         return np.argsort(self.uniform(population), kind="stable")[:k]
 
 
+def keyed_permutation(secret: str, purpose: str, n: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that only the holder of ``secret`` can reproduce.
+
+    Args:
+        secret: The owner's key.
+        purpose: Domain-separates this permutation from every other keyed draw.
+        n: Length.
+
+    Returns:
+        ``int64`` array, a permutation of ``range(n)``.
+
+    Example:
+        >>> sorted(keyed_permutation("k", "demo", 4).tolist())
+        [0, 1, 2, 3]
+    """
+    return _KeyedStream(secret, purpose, 0).sample(n, n)
+
+
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TriggerSetError(f"{name} must be an int; got {type(value).__name__} {value!r}")

@@ -39,6 +39,15 @@ from jaxwm.trigger_images import content_stamp as content_stamp
 
 TRIGGER_KINDS = ("noise", "content", "unrelated", "folder")
 LABEL_POLICIES = ("random", "target")
+# The parameters a commitment binds (format 2): everything that changes the statistical test.
+# A claimant who edits any of them in a manifest (say num_classes, which moves the chance level
+# of a target-label set) gets a set whose commitment no longer matches.
+COMMITTED_PARAMS = ("kind", "size", "image_shape", "num_classes", "label_policy", "target_class",
+                    "index", "source_digest")  # fmt: skip
+COMMITMENT_VERSIONS = (1, 2)
+# The public key of the demo configs: anybody can regenerate its sets, so it proves nothing.
+DEMO_SECRET = "jaxwm-demo-secret-do-not-use"
+MIN_SECRET_BITS = 128
 
 PathLike = str | os.PathLike[str]
 
@@ -90,22 +99,36 @@ class TriggerSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def commitment(self) -> str:
-        """Hex SHA-256 over kind, shapes, dtypes, image bytes and label bytes.
+    def commitment(self, version: int = 2) -> str:
+        """Hex SHA-256 over the committed parameters, shapes, dtypes, image and label bytes.
+
+        Format 2 (the default) also binds every parameter in ``COMMITTED_PARAMS`` that the set
+        records (class count, label policy, target class, index, source-image digest), so none
+        of them can be changed after the fact. Format 1 (jaxwm 0.1 manifests) binds only the
+        kind, the images and the labels; it is kept so that sets embedded with 0.1 still verify.
+
+        Args:
+            version: Commitment format, 1 or 2.
 
         Returns:
             64 hex characters; equal for bit-identical sets, different for any changed pixel,
-            label, shape or kind.
+            label, shape, kind or (format 2) committed parameter.
 
         Example:
             >>> ts = make_trigger_set("noise", secret="k", size=2, image_shape=(8, 8, 1), num_classes=3)
             >>> len(ts.commitment())
             64
         """
+        if version not in COMMITMENT_VERSIONS:
+            raise TriggerSetError(f"commitment version must be one of {COMMITMENT_VERSIONS}")
         labels = self.labels.astype("<i4")  # fixed byte order: the hash must not depend on the host
+        head: tuple[bytes, ...] = (_DOMAIN + b"/commitment",)
+        if version == 2:
+            params = {k: self.params[k] for k in COMMITTED_PARAMS if k in self.params}
+            head = (_DOMAIN + b"/commitment-v2", json.dumps(params, sort_keys=True).encode())
         return hashlib.sha256(
             _framed(
-                _DOMAIN + b"/commitment",
+                *head,
                 self.kind.encode(),
                 json.dumps(list(self.images.shape)).encode(),
                 self.images.dtype.str.encode(),
@@ -131,6 +154,113 @@ def generate_secret() -> str:
         64
     """
     return secrets.token_hex(32)
+
+
+def secret_bits(secret: str) -> float:
+    """A floor-style estimate of a secret's strength in bits, from its length and alphabet.
+
+    Hex strings count 4 bits a character, base64/base64url strings 6, anything else 6.5 (the
+    printable ASCII range). This is a length check, not an entropy measurement: a long but
+    guessable passphrase passes it. Use :func:`generate_secret`.
+
+    Args:
+        secret: The owner's key.
+
+    Returns:
+        Estimated bits; 0 for strings with fewer than 8 distinct characters.
+
+    Example:
+        >>> secret_bits(generate_secret())
+        256.0
+    """
+    if len(set(secret)) < 8:
+        return 0.0
+    if all(c in "0123456789abcdefABCDEF" for c in secret):
+        per = 4.0
+    elif all(c.isascii() and (c.isalnum() or c in "+/=_-") for c in secret):
+        per = 6.0
+    else:
+        per = 6.5
+    return per * len(secret)
+
+
+def check_secret_strength(secret: str) -> None:
+    """Refuse a secret under ``MIN_SECRET_BITS`` bits (the demo's public key excepted).
+
+    A short key can be searched: anybody who guesses it can regenerate the set, and a claimant
+    can try many keys against a suspect. Embedding uses this check; verification does not, so
+    sets embedded earlier still verify.
+
+    Args:
+        secret: The owner's key.
+
+    Raises:
+        TriggerSetError: The key is estimated under 128 bits (:func:`secret_bits`).
+
+    Example:
+        >>> check_secret_strength(generate_secret())
+    """
+    if secret == DEMO_SECRET:
+        return
+    bits = secret_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        raise TriggerSetError(
+            f"the watermark secret is too weak (about {bits:.0f} bits, need {MIN_SECRET_BITS}); "
+            "make one with: python -c 'from jaxwm.triggers import generate_secret; "
+            "print(generate_secret())'"
+        )
+
+
+def source_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
+    """SHA-256 over the source images (and labels) a data-derived trigger set draws from.
+
+    Committed in the manifest, so verification can say "these are not the source images used
+    at embedding" instead of a bare commitment mismatch, and a claimant cannot swap the pool.
+
+    Args:
+        images: ``uint8`` array ``(N, H, W, C)``.
+        labels: Their labels, or ``None``.
+
+    Returns:
+        64 hex characters.
+
+    Example:
+        >>> len(source_digest(np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 1])))
+        64
+    """
+    lab = b"none" if labels is None else np.asarray(labels).astype("<i8").tobytes()
+    return hashlib.sha256(
+        _framed(
+            _DOMAIN + b"/source",
+            json.dumps(list(images.shape)).encode(),
+            images.dtype.str.encode(),
+            np.ascontiguousarray(images).tobytes(),
+            lab,
+        )
+    ).hexdigest()
+
+
+def chance_level(params: dict[str, Any]) -> float:
+    """The per-trigger match probability the 1/K binomial test assumes for an innocent model.
+
+    ``1/K`` for abstract images (labels drawn independently of any image content); ``1/(K-1)``
+    for data-derived sets (``content``, ``unrelated``, ``folder``), whose labels avoid the
+    image's source class, so a model that never predicts the true class could match one of the
+    K-1 others at that rate. With ``K = 2`` that is 1: the binomial test then proves nothing and
+    only the control and permutation tests can decide.
+
+    Args:
+        params: A set's ``params`` (or a manifest): ``kind`` and ``num_classes``.
+
+    Returns:
+        The chance level in ``(0, 1]``.
+
+    Example:
+        >>> chance_level({"kind": "noise", "num_classes": 10}), chance_level({"kind": "content", "num_classes": 11})
+        (0.1, 0.1)
+    """
+    k = int(params["num_classes"])
+    return 1.0 / k if params["kind"] == "noise" else 1.0 / (k - 1)
 
 
 def _as_nhwc(images: Any, name: str) -> np.ndarray:
@@ -253,7 +383,11 @@ def make_trigger_set(
     lab = None if source_labels is None else _as_labels(source_labels, len(src), "source_labels")
     if kind != "unrelated" and lab.size and (lab.min() < 0 or lab.max() >= k):
         raise TriggerSetError(f"source_labels must lie in [0, {k}) (num_classes={k})")
+    params["source_digest"] = source_digest(src, lab)
     if kind == "folder":
+        # A folder set's labels are the user's own: no policy, no target class.
+        params["label_policy"] = "given"
+        params.pop("target_class")
         if size > len(src):
             raise TriggerSetError(f"size={size} exceeds the {len(src)} images of the folder set")
         return TriggerSet(src[:size], lab[:size], kind, params)

@@ -1,14 +1,30 @@
 """Ownership verification: does a suspect model reproduce the owner's trigger labels?
 
-Two tests, both from the owner's side (no access to the suspect's weights):
+A verdict is a claim about someone else's model, so it must not be positive for a model nobody
+watermarked, whatever the claimant chose (labels, class count, key, images). Every test below
+asks how an *innocent* suspect would behave, and ownership needs every test that applies:
 
-* A one-sided exact binomial test against chance ``1/K``. With labels drawn uniformly from the
-  owner's key (``label_policy="random"``) this null is exact for *any* innocent model: whatever
-  it predicts, each secret label matches with probability ``1/K``, independently.
-* Optionally, an empirical threshold fitted on the retentions of independently trained,
-  non-watermarked models (Watermark-Robustness-Toolbox, Lukas et al. 2022). This guards the cases
-  where the binomial null is not exact, e.g. ``target`` labels or trigger images that innocent
-  models map to a common class.
+* **Control test** (whenever the set has a generator): the suspect's match rate on the owner's
+  keyed triggers against its rate on control triggers drawn from the same generator with keys
+  the owner never embedded (:mod:`jaxwm.controls`); one-sided Fisher exact test. Under the null
+  the owner's set is one more draw from that generator, so this is valid *whatever the suspect
+  prefers*: a suspect that sends most abstract images to class 1 does so on the controls too.
+* **Label-permutation test** (labels that vary): the matches against the owner's labels against
+  the matches under every relabelling by a permutation (exact, :mod:`jaxwm.stats`). It accounts
+  for a suspect's bias over classes; a ``target`` set (one label) gets no evidence from it.
+* **Binomial test** against chance ``1/K`` (``1/(K-1)`` where labels avoid the source class,
+  :func:`jaxwm.triggers.chance_level`). Exact for random labels on abstract images, but blind to
+  a suspect's bias, so it decides only where no control test is possible (``kind=folder``); it
+  is always reported.
+* **Null models** (optional): retention must exceed a threshold fitted on independently trained
+  models whose false-positive rate is bounded at ``fpr`` with the stated confidence
+  (order statistics; ``stats.null_threshold_bounded``). With too few models the maximum is used
+  and the verdict states the weaker bound it achieves.
+
+The p-value of the verdict is the largest p-value of the deciding tests (an intersection-union
+test: valid at ``alpha`` because every test must reject). A set with no test that accounts for
+the suspect's bias (a target-label folder set) is never owned. Several sets tested on one
+suspect are Holm-corrected (:func:`decide_sets`).
 
 Model evaluation stays with the caller, except :func:`predict_labels`, which batches a predict
 function over the trigger images.
@@ -23,12 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from jaxwm import stats
 from jaxwm.binomial import VerificationError as VerificationError
 from jaxwm.binomial import binomial_log_pvalue as binomial_log_pvalue
 from jaxwm.binomial import binomial_pvalue as binomial_pvalue
+from jaxwm.stats import NullThreshold as NullThreshold
 
 DEFAULT_ALPHA = 1e-3
-DEFAULT_NULL_MARGIN = 0.05
+DEFAULT_FPR = 0.05
+DEFAULT_CONFIDENCE = 0.95
+EXACT_PERMUTATION_MAX = 2000  # above this (about 2 s), a seeded Monte-Carlo permutation test
+_LN10 = math.log(10.0)
 
 
 def retention(predicted: Any, labels: Any) -> float:
@@ -67,66 +88,76 @@ def _check_pair(predicted: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def null_threshold(
-    null_retentions: Sequence[float], fpr: float, *, margin: float = DEFAULT_NULL_MARGIN
-) -> float:
-    """Decision threshold from the retentions of independently trained non-watermarked models.
+    null_retentions: Sequence[float],
+    fpr: float = DEFAULT_FPR,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> NullThreshold:
+    """Threshold on retention from independently trained non-watermarked models.
 
-    Ownership requires ``retention > threshold``. With ``m`` null models, at most
-    ``j = floor(fpr * m)`` of them may lie above the threshold, so the smallest such threshold is
-    the ``(j+1)``-th largest null retention (equivalently, the infimum of thresholds whose
-    empirical fraction of null models at or above it is ``<= fpr``). Conservative rule: when
-    ``j == 0`` (fewer than ``1/fpr`` null models) the sample cannot resolve the ``fpr`` quantile,
-    and even "above the maximum" has a false-positive rate of up to ``1/(m+1)``; the threshold is
-    then ``max(null) + margin``.
+    Ownership requires ``retention > threshold``. The threshold is the lowest order statistic
+    of the null retentions whose false-positive rate is at most ``fpr`` with probability
+    ``confidence`` (distribution-free); with fewer models than that needs (59 for 0.05 at 95%)
+    it is their maximum, and ``fpr_bound`` says what that maximum guarantees.
 
     Args:
         null_retentions: Retentions in ``[0, 1]`` of null models on the trigger set.
-        fpr: Allowed false-positive rate, in ``(0, 1)`` (WRT uses 0.05).
-        margin: Added to the maximum when there are too few null models.
+        fpr: Target false-positive rate in ``(0, 1)``.
+        confidence: Confidence of the bound in ``(0, 1)``.
 
     Returns:
-        The threshold.
+        A :class:`NullThreshold` (threshold, order, fpr_bound, sufficient, ...).
 
     Example:
-        >>> null_threshold([0.1] * 18 + [0.2, 0.3], 0.05)  # 20 models: 1 may exceed
-        0.2
+        >>> null_threshold([0.1, 0.12, 0.09]).threshold
+        0.12
     """
-    vals = np.asarray(null_retentions, dtype=np.float64).ravel()
-    if vals.size == 0:
-        raise VerificationError(
-            "null_retentions is empty; evaluate at least one non-watermarked model"
-        )
-    if not np.all(np.isfinite(vals)) or vals.min() < 0.0 or vals.max() > 1.0:
-        raise VerificationError("null_retentions must be finite fractions in [0, 1]")
-    if not 0.0 < fpr < 1.0:
-        raise VerificationError(f"fpr must lie in (0, 1); got {fpr}")
-    if not margin >= 0.0:
-        raise VerificationError(f"margin must be >= 0; got {margin}")
-    m = vals.size
-    j = math.floor(fpr * m + 1e-9)  # 1e-9: 0.05 * 20 must count as 1, whatever the rounding
-    desc = np.sort(vals)[::-1]
-    if j == 0:
-        return float(desc[0] + margin)
-    return float(desc[min(j, m - 1)])
+    return stats.null_threshold_bounded(null_retentions, fpr, confidence)
+
+
+@dataclasses.dataclass
+class TestResult:
+    """One statistical test of a verdict.
+
+    Attributes:
+        name: ``binomial``, ``control``, ``permutation`` or ``null_models``.
+        decides: Whether the verdict needs it (otherwise only reported).
+        rejects: Whether it found evidence against innocence at the verdict's level.
+        p_value: Its p-value (``None`` for ``null_models``, a threshold rule).
+        log10_p_value: ``log10(p_value)``, finite where the p-value underflows.
+        detail: One line on what was compared.
+    """
+
+    name: str
+    decides: bool
+    rejects: bool
+    p_value: float | None
+    log10_p_value: float | None
+    detail: str
 
 
 @dataclasses.dataclass
 class Verdict:
-    """Outcome of an ownership check.
+    """Outcome of an ownership check of one trigger set.
 
     Attributes:
         retention: Fraction of triggers whose label the suspect reproduced.
         n: Number of triggers.
         k: Number reproduced.
         num_classes: Classes ``K`` of the task.
-        chance: ``1/K``, an innocent model's expected retention.
-        p_value: One-sided binomial p-value of ``k`` under chance (may underflow to 0.0).
+        chance: Chance level of the binomial test (``1/K`` or ``1/(K-1)``).
+        retention_ci: Clopper-Pearson 95% interval of the retention.
+        p_value: Largest p-value of the deciding tests (may underflow to 0.0).
         log10_p_value: ``log10(p_value)``, finite even where ``p_value`` underflows.
         alpha: Significance level used.
         threshold: Null-model threshold, or ``None`` if no null models were given.
         owned: Whether ownership is established.
         confidence: ``1 - p_value``.
         reason: One human-readable line explaining the decision.
+        decided_by: The test that decided: the failing one, or the weakest of those passed.
+        tests: Every test computed (:class:`TestResult` as dicts).
+        control_rate: The suspect's match rate on the control triggers, or ``None``.
+        null_fpr_bound: The false-positive rate the null threshold guarantees, or ``None``.
+        adjusted_p_value: Holm-adjusted p-value when several sets were tested together.
     """
 
     retention: float
@@ -134,6 +165,7 @@ class Verdict:
     k: int
     num_classes: int
     chance: float
+    retention_ci: list[float]
     p_value: float
     log10_p_value: float
     alpha: float
@@ -141,6 +173,11 @@ class Verdict:
     owned: bool
     confidence: float
     reason: str
+    decided_by: str
+    tests: list[dict[str, Any]]
+    control_rate: float | None = None
+    null_fpr_bound: float | None = None
+    adjusted_p_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict of all fields.
@@ -152,32 +189,51 @@ class Verdict:
         return dataclasses.asdict(self)
 
 
+def _check_int_arg(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise VerificationError(f"{name} must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def _fmt_p(log10_p: float) -> str:
+    return f"{10**log10_p:.2g}" if log10_p > -300 else f"1e{log10_p:.0f}"
+
+
 def verify_predictions(
     predicted: Any,
     labels: Any,
     num_classes: int,
     *,
     alpha: float = DEFAULT_ALPHA,
+    chance: float | None = None,
+    control_predicted: Any = None,
+    control_labels: Any = None,
     null_retentions: Sequence[float] | None = None,
-    fpr: float = 0.05,
-    null_margin: float = DEFAULT_NULL_MARGIN,
+    fpr: float = DEFAULT_FPR,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Verdict:
-    """Decide ownership from a suspect model's predictions on the trigger set.
+    """Decide ownership from a suspect model's predictions on the trigger set (and controls).
 
-    Owned iff ``p_value < alpha`` and, when null retentions are given, ``retention > threshold``
-    (:func:`null_threshold`). The default ``alpha = 1e-3`` is stricter than the usual 0.05/0.01
-    because a false accusation is the costly error and an owner may test several suspects or sets;
-    it costs little power: with 100 triggers and K = 10, 21 matches (21 %, vs chance 10 %) suffice,
-    far below the ~85 % retention of a watermarked model.
+    Owned iff every deciding test rejects at ``alpha`` (module docstring): the control test
+    when controls are given, the permutation test when the labels vary, the binomial test when
+    there are no controls, and ``retention > threshold`` when null retentions are given; and at
+    least one of the control and permutation tests applies (a target-label set without controls
+    is never owned: nothing then separates a watermark from a suspect's bias). The default
+    ``alpha = 1e-3`` is strict because a false accusation is the costly error.
 
     Args:
         predicted: Suspect's integer predictions ``(N,)`` on the trigger images.
         labels: Owner's trigger labels ``(N,)`` in ``[0, num_classes)``.
         num_classes: ``K >= 2``.
         alpha: Significance level in ``(0, 1)``.
+        chance: Per-trigger chance of the binomial test; default ``1/K``
+            (:func:`jaxwm.triggers.chance_level` gives the right one for a set).
+        control_predicted: Suspect's predictions on control triggers (``jaxwm.controls``), at
+            least ``N`` of them, or ``None``.
+        control_labels: The controls' labels.
         null_retentions: Retentions of independent non-watermarked models, or ``None``.
         fpr: False-positive rate for the null threshold.
-        null_margin: Margin of the conservative rule of :func:`null_threshold`.
+        confidence: Confidence of the null threshold's bound and of ``retention_ci``.
 
     Returns:
         The :class:`Verdict`.
@@ -188,55 +244,149 @@ def verify_predictions(
         (True, 1.0)
     """
     pred, lab = _check_pair(predicted, labels)
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, int | np.integer)
-        or num_classes < 2
-    ):
+    k_cls = num_classes
+    if isinstance(k_cls, bool) or not isinstance(k_cls, int | np.integer) or k_cls < 2:
         raise VerificationError(f"num_classes must be an int >= 2; got {num_classes!r}")
-    if lab.min() < 0 or lab.max() >= num_classes:
-        raise VerificationError(f"labels must lie in [0, {num_classes}) (num_classes)")
+    if lab.min() < 0 or lab.max() >= k_cls:
+        raise VerificationError(f"labels must lie in [0, {k_cls}) (num_classes)")
+    if pred.min() < 0 or pred.max() >= k_cls:
+        raise VerificationError(
+            f"predicted labels must lie in [0, {k_cls}): the suspect answers with another class "
+            "count than the watermark set's num_classes"
+        )
     if not 0.0 < alpha < 1.0:
         raise VerificationError(f"alpha must lie in (0, 1); got {alpha}")
+    if not 0.0 < fpr < 1.0:
+        raise VerificationError(f"fpr must lie in (0, 1); got {fpr}")
+    chance = 1.0 / k_cls if chance is None else float(chance)
+    if not 0.0 < chance <= 1.0:
+        raise VerificationError(f"chance must lie in (0, 1]; got {chance}")
     n, k = int(lab.size), int(np.sum(pred == lab))
-    chance = 1.0 / num_classes
-    log_p = binomial_log_pvalue(k, n, chance)
-    p_value = math.exp(log_p)
     ret = k / n
-    nulls = None if null_retentions is None else list(null_retentions)
-    threshold = None if nulls is None else null_threshold(nulls, fpr, margin=null_margin)
-    significant = p_value < alpha
-    above_null = threshold is None or ret > threshold
-    owned = significant and above_null
-    summary = (
-        f"{k}/{n} trigger labels reproduced ({ret:.1%} vs chance {chance:.1%}), p={p_value:.3g}"
-    )
-    if not significant:
-        reason = f"not owned: {summary} >= alpha={alpha:g}; consistent with chance"
-    elif not above_null:
-        reason = (
-            f"not owned: {summary} < alpha={alpha:g}, but retention does not exceed the threshold "
-            f"{threshold:.1%} fitted on {len(nulls)} independent models (fpr={fpr:g})"
+    lo, hi = stats.clopper_pearson(k, n, confidence)
+    tests: list[TestResult] = []
+
+    controlled = control_predicted is not None or control_labels is not None
+    control_rate = None
+    if controlled:
+        c_pred, c_lab = _check_pair(control_predicted, control_labels)
+        if c_lab.size < n:
+            raise VerificationError(
+                f"the control test needs at least as many control triggers as owner triggers "
+                f"({n}); got {c_lab.size}"
+            )
+        kc, m = int(np.sum(c_pred == c_lab)), int(c_lab.size)
+        control_rate = kc / m
+        lp = stats.fisher_greater_log_pvalue(k, n, kc, m) / _LN10
+        tests.append(TestResult("control", True, lp < math.log10(alpha), 10**lp, lp,
+                                f"{k}/{n} on the owner's triggers vs {kc}/{m} "
+                                f"({control_rate:.1%}) on fresh-key controls"))  # fmt: skip
+
+    if np.unique(lab).size >= 2:
+        if n <= EXACT_PERMUTATION_MAX:
+            lp = stats.permutation_log_pvalue(pred, lab) / _LN10
+            how = "exact"
+        else:
+            lp = stats.permutation_log_pvalue_mc(pred, lab) / _LN10
+            how = "Monte-Carlo, 100,000 rounds"
+        tests.append(TestResult("permutation", True, lp < math.log10(alpha), 10**lp, lp,
+                                f"{k} matches vs relabelling by permutation ({how})"))  # fmt: skip
+
+    lp = binomial_log_pvalue(k, n, chance) / _LN10
+    tests.append(TestResult("binomial", not controlled, lp < math.log10(alpha), 10**lp, lp,
+                            f"{k}/{n} vs chance {chance:.3g} per trigger"))  # fmt: skip
+
+    threshold = fpr_bound = None
+    if null_retentions is not None:
+        nt = null_threshold(null_retentions, fpr, confidence)
+        threshold, fpr_bound = nt.threshold, nt.fpr_bound
+        bound = (f"fpr <= {nt.fpr_bound:.3g} at {confidence:.0%} confidence"
+                 + ("" if nt.sufficient else f", not the {fpr:g} asked: too few models"))  # fmt: skip
+        tests.append(TestResult("null_models", True, ret > nt.threshold, None, None,
+                                f"retention {ret:.1%} vs threshold {nt.threshold:.1%} from "
+                                f"{nt.m} independent models ({bound})"))  # fmt: skip
+
+    deciding = [t for t in tests if t.decides]
+    p_tests = [t for t in deciding if t.p_value is not None]
+    worst = max(p_tests, key=lambda t: t.log10_p_value)
+    log10_p = worst.log10_p_value
+    bias_aware = any(t.name in ("control", "permutation") for t in tests)
+    failing = [t for t in deciding if not t.rejects]
+    owned = bias_aware and not failing
+    summary = (f"{k}/{n} trigger labels reproduced ({ret:.1%}, {confidence:.0%} CI "
+               f"{lo:.1%}-{hi:.1%})")  # fmt: skip
+    p_list = "; ".join(
+        f"{t.name} p={_fmt_p(t.log10_p_value)}" + ("" if t.decides else " (reported)")
+        for t in tests if t.p_value is not None
+    )  # fmt: skip
+    if not bias_aware:
+        decided_by = "none"
+        reason = (f"not owned: {summary}, but no test accounts for the suspect's own bias "
+                  "(one label for every trigger and no control triggers)")  # fmt: skip
+    elif failing:
+        fail = max(failing, key=lambda t: -math.inf if t.p_value is None else t.log10_p_value)
+        fail = next((t for t in failing if t.name == "null_models"), fail)
+        decided_by = fail.name
+        why = (
+            fail.detail
+            if fail.p_value is None
+            else f"{fail.name} test not significant ({fail.detail})"
         )
+        reason = f"not owned: {summary}; {why}; alpha={alpha:g}; {p_list}"
     else:
-        null_note = (
-            "" if threshold is None else f" and retention above null threshold {threshold:.1%}"
-        )
-        reason = f"owned: {summary} < alpha={alpha:g}{null_note}"
+        decided_by = worst.name
+        reason = f"owned: {summary}; every test rejects at alpha={alpha:g}: {p_list}"
+        if threshold is not None:
+            reason += f"; above the null threshold {threshold:.1%}"
     return Verdict(
-        retention=ret,
-        n=n,
-        k=k,
-        num_classes=int(num_classes),
-        chance=chance,
-        p_value=p_value,
-        log10_p_value=log_p / math.log(10.0),
-        alpha=float(alpha),
-        threshold=threshold,
-        owned=owned,
-        confidence=1.0 - p_value,
-        reason=reason,
-    )
+        retention=ret, n=n, k=k, num_classes=int(k_cls), chance=chance, retention_ci=[lo, hi],
+        p_value=10**log10_p, log10_p_value=log10_p, alpha=float(alpha), threshold=threshold,
+        owned=bool(owned), confidence=1.0 - 10**log10_p, reason=reason, decided_by=decided_by,
+        tests=[dataclasses.asdict(t) for t in tests], control_rate=control_rate,
+        null_fpr_bound=fpr_bound,
+    )  # fmt: skip
+
+
+def decide_sets(
+    verdicts: Sequence[Verdict], alpha: float = DEFAULT_ALPHA
+) -> tuple[bool, list[Verdict], str]:
+    """Holm-correct the verdicts of several sets tested on one suspect.
+
+    Each set's p-value (its deciding tests' largest) is Holm-adjusted over the sets; a set is
+    owned when its adjusted p-value is below ``alpha`` and its other conditions hold (null
+    threshold, a bias-aware test). The suspect is owned when any set is.
+
+    Args:
+        verdicts: One :class:`Verdict` per set, each computed at ``alpha``.
+        alpha: Family-wise significance level.
+
+    Returns:
+        ``(owned, verdicts with adjusted_p_value and owned updated, one-line summary)``.
+
+    Example:
+        >>> v = verify_predictions(np.arange(100) % 10, np.arange(100) % 10, 10)
+        >>> decide_sets([v, v])[0]
+        True
+    """
+    if not verdicts:
+        raise VerificationError("decide_sets needs at least one verdict")
+    adjusted = stats.holm_adjusted([v.p_value for v in verdicts])
+    out = []
+    for v, adj in zip(verdicts, adjusted, strict=True):
+        others_ok = all(t["rejects"] for t in v.tests if t["decides"] and t["p_value"] is None)
+        bias_aware = v.decided_by != "none"
+        significant = adj < alpha
+        owned = bool(bias_aware and others_ok and significant)
+        reason = v.reason
+        if len(verdicts) > 1:
+            reason = (("owned" if owned else "not owned") + reason[reason.index(":"):]
+                      + f"; Holm-adjusted over {len(verdicts)} sets p={adj:.2g}")  # fmt: skip
+        out.append(dataclasses.replace(v, owned=owned, adjusted_p_value=adj, reason=reason))
+    owned = any(v.owned for v in out)
+    which = [i for i, v in enumerate(out) if v.owned]
+    summary = (f"{'owned' if owned else 'not owned'}: {len(which)} of {len(out)} watermark "
+               f"set(s) tested establish ownership at family-wise alpha={alpha:g} (Holm)")  # fmt: skip
+    return owned, out, summary
 
 
 def predict_labels(

@@ -14,6 +14,7 @@ SMALL = [  # a whole pipeline: victim, partitioned embedding (2 stages), verific
     "--config=configs/demo.py",
     "--config.mode=pipeline",
     "--config.pipeline.methods=('partitioned',)",
+    "--config.watermark.secret=",  # the key comes from JAXWM_SECRET (launch sets it)
     "--config.watermark.size=16",
     "--config.embed.epochs=4",
     "--config.embed.batch_size=16",

@@ -66,3 +66,23 @@ def test_mismatched_model_lengths():
     c.model.widths = (8, 16)
     with pytest.raises(config.ConfigError, match="equal length"):
         config.validate(c)
+
+
+def test_secret_sources_conflict_demo_warning_and_strength(monkeypatch, capsys):
+    from jaxwm import triggers
+
+    cfg = config.defaults()
+    monkeypatch.setenv(config.SECRET_ENV, "a" * 64)
+    cfg.watermark.secret = "b" * 64
+    with pytest.raises(config.ConfigError, match="both set and differ"):
+        config.secret(cfg)
+    cfg.watermark.secret = "a" * 64  # the same key twice is fine
+    assert config.secret(cfg) == "a" * 64
+    monkeypatch.delenv(config.SECRET_ENV)
+    cfg.watermark.secret = triggers.DEMO_SECRET
+    assert config.secret(cfg, embedding=True) == triggers.DEMO_SECRET
+    assert "published watermark key" in capsys.readouterr().err
+    cfg.watermark.secret = "owner-1"
+    assert config.secret(cfg) == "owner-1"  # verifying an old, short key still works
+    with pytest.raises(triggers.TriggerSetError, match="too weak"):
+        config.secret(cfg, embedding=True)

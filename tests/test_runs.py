@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "test-owner-key"
+SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
 TINY = [
     "--config=configs/demo.py",
     "--config.data.source=synthetic:train=256,test=64,classes=4",
@@ -71,32 +71,98 @@ def test_secret_is_never_written(pipeline_run):
         assert SECRET not in path.read_text(), path
 
 
+def _verify(wd, tmp, name, *extra, digest=True, **kw):
+    manifest = wd / "watermark"
+    args = [*TINY, "--config.mode=verify", f"--config.verify.manifest={manifest}",
+            f"--workdir={tmp / name}", *extra]  # fmt: skip
+    if digest:
+        args.append(f"--config.verify.digest={(manifest / 'DIGEST.txt').read_text().strip()}")
+    proc = launch(*args, **kw)
+    path = tmp / name / "verdict.json"
+    return proc, (json.loads(path.read_text()) if path.is_file() else None)
+
+
 def test_verify_mode_confirms_and_refuses(pipeline_run, tmp_path):
     wd, _ = pipeline_run
-    manifest = wd / "watermark" / "manifest0.json"
-    ok = launch(
-        *TINY, "--config.mode=verify", f"--config.verify.model={wd / 'partitioned'}",
-        f"--config.verify.manifest={manifest}", f"--config.verify.nulls=('{wd / 'victim'}',)",
-        f"--workdir={tmp_path / 'v1'}",
-    )  # fmt: skip
-    verdict = json.loads((tmp_path / "v1" / "verdict.json").read_text())
-    assert verdict["owned"] is True and verdict["threshold"] is not None
-    assert "owned" in ok.stdout.lower() or "ownership" in ok.stdout.lower()
+    ok, verdict = _verify(wd, tmp_path, "v1", f"--config.verify.model={wd / 'partitioned'}",
+                          f"--config.verify.nulls=('{wd / 'victim'}',)")  # fmt: skip
+    assert verdict["owned"] is True and verdict["commitment_checked"] is True
+    s = verdict["sets"][0]
+    assert s["threshold"] is not None and s["null_fpr_bound"] > 0.05  # one null: a weak bound
+    assert {t["name"] for t in s["tests"]} == {"control", "permutation", "binomial", "null_models"}
+    assert s["retention_ci"][0] <= s["retention"] <= s["retention_ci"][1]
+    assert ok.stdout.startswith("owned") and "published" in ok.stdout
 
-    innocent = launch(
-        *TINY, "--config.mode=verify", f"--config.verify.model={wd / 'victim'}",
-        f"--config.verify.manifest={manifest}", f"--workdir={tmp_path / 'v2'}",
-    )  # fmt: skip
-    assert json.loads((tmp_path / "v2" / "verdict.json").read_text())["owned"] is False
-    assert innocent.returncode == 0
+    innocent, v2 = _verify(wd, tmp_path, "v2", f"--config.verify.model={wd / 'victim'}")
+    assert v2["owned"] is False and innocent.returncode == 0
 
-    wrong = launch(
-        *TINY, "--config.mode=verify", f"--config.verify.model={wd / 'partitioned'}",
-        f"--config.verify.manifest={manifest}", f"--workdir={tmp_path / 'v3'}",
-        secret="not-the-owner", check=False,
-    )  # fmt: skip
+    wrong, _ = _verify(wd, tmp_path, "v3", f"--config.verify.model={wd / 'partitioned'}",
+                       secret="0" * 8 + SECRET[8:], check=False)  # fmt: skip
     assert wrong.returncode != 0
     assert "does not match" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_verify_without_published_digest_uses_the_strict_level(pipeline_run, tmp_path):
+    wd, _ = pipeline_run
+    proc, v = _verify(wd, tmp_path, "v", f"--config.verify.model={wd / 'partitioned'}",
+                      digest=False)  # fmt: skip
+    # 16 triggers cannot reach 1e-12: without a prior publication the claim is not decided.
+    assert v["commitment_checked"] is False and v["alpha"] == 1e-12 and v["owned"] is False
+    assert "could have tried many keys" in proc.stdout
+    bad, _ = _verify(wd, tmp_path, "w", f"--config.verify.model={wd / 'partitioned'}",
+                     "--config.verify.digest=jaxwm-wm2:" + "0" * 32, digest=False,
+                     check=False)  # fmt: skip
+    assert bad.returncode != 0 and "published digest" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_digest_mode_prints_the_published_digest(pipeline_run, tmp_path):
+    wd, _ = pipeline_run
+    proc = launch(*TINY, "--config.mode=digest", f"--config.verify.manifest={wd / 'watermark'}",
+                  f"--workdir={tmp_path}")  # fmt: skip
+    assert proc.stdout.strip() == (wd / "watermark" / "DIGEST.txt").read_text().strip()
+
+
+def test_black_box_verification_from_answers_and_endpoint(pipeline_run, tmp_path):
+    import numpy as np
+
+    from jaxwm import blackbox, runs, train
+
+    wd, _ = pipeline_run
+    exp = launch(*TINY, "--config.mode=export", f"--config.verify.manifest={wd / 'watermark'}",
+                 f"--workdir={tmp_path / 'export'}")  # fmt: skip
+    queries = tmp_path / "export" / "queries"
+    images = blackbox.load_queries(queries)
+    assert len(images) == 16 * 5 and "80 query images" in exp.stdout
+    model, params, state, meta = runs.load_model_for(wd / "partitioned")
+    norm = meta["normalization"]
+    predict = train.make_predict(model.apply, norm["mean"], norm["std"])
+    logits = np.asarray(predict(params, state, images))
+    answers = queries / "answers.npy"
+    np.save(answers, logits)
+    _, v = _verify(wd, tmp_path, "bb", f"--config.verify.answers={answers}")
+    assert v["owned"] is True and v["suspect"].startswith("answers file")
+
+    server, url = blackbox.serve_predictions(lambda x: predict(params, state, x))
+    try:
+        _, v = _verify(wd, tmp_path, "http", f"--config.verify.endpoint={url}")
+    finally:
+        server.shutdown()
+    assert v["owned"] is True and v["suspect"].startswith("endpoint")
+    # A suspect with another class count is refused: its logits are 4 wide, the set says 7.
+    np.save(answers, np.zeros((len(images), 7), np.float32))
+    bad, _ = _verify(wd, tmp_path, "k", f"--config.verify.answers={answers}", check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_secret_precedence_and_demo_key(pipeline_run, tmp_path):
+    wd, _ = pipeline_run
+    both = launch(*TINY, "--config.mode=verify", f"--config.verify.model={wd / 'victim'}",
+                  f"--config.verify.manifest={wd / 'watermark'}", "--config.watermark.secret=xyz",
+                  f"--workdir={tmp_path}", check=False)  # fmt: skip
+    assert both.returncode != 0 and "both set and differ" in both.stderr
+    weak = launch(*TINY, f"--workdir={tmp_path / 'weak'}", secret="short key", check=False)
+    assert weak.returncode != 0 and "too weak" in weak.stderr and "generate_secret" in weak.stderr
 
 
 def test_embed_mode_watermarks_a_trained_model(pipeline_run, tmp_path):
@@ -122,3 +188,16 @@ def test_missing_secret_and_missing_victim_are_clear(tmp_path):
     assert (
         proc.returncode != 0 and "no saved model" in proc.stderr and "Traceback" not in proc.stderr
     )
+
+
+def test_null_models_of_another_architecture_use_their_own_predict(pipeline_run, tmp_path):
+    wd, _ = pipeline_run
+    other = tmp_path / "other_null"
+    launch(*TINY, "--config.mode=train", "--config.model.widths=(8,24)", "--config.seed=7",
+           "--config.train.epochs=2", f"--workdir={other}")  # fmt: skip
+    _, v = _verify(wd, tmp_path, "v", f"--config.verify.model={wd / 'baseline'}",
+                   f"--config.verify.nulls=('{other}','{wd / 'victim'}')")  # fmt: skip
+    s = v["sets"][0]
+    assert v["owned"] is True and s["threshold"] is not None
+    null_test = next(t for t in s["tests"] if t["name"] == "null_models")
+    assert "2 independent models" in null_test["detail"]

@@ -73,14 +73,19 @@ def test_generation_is_pinned():
     noise = make_trigger_set(
         "noise", secret="golden", size=4, image_shape=(16, 16, 3), num_classes=10
     )
-    assert noise.commitment() == "f7190b858c7013fc1dafe5af2bbb600d60d2cb776c6127bfdcb56033dc3929be"
+    # Format 1 (jaxwm 0.1 manifests) must keep verifying; format 2 also binds the parameters.
+    assert noise.commitment(1) == "f7190b858c7013fc1dafe5af2bbb600d60d2cb776c6127bfdcb56033dc3929be"
+    assert noise.commitment() == "e288fc904ff1b776568c38eb4cc663ec4c83034eba06d295874d9bf7f3f5a47b"
     src = (np.arange(8 * 16 * 16) % 251).astype(np.uint8).reshape(8, 16, 16, 1)
     content = make_trigger_set(
         "content", secret="golden", size=4, image_shape=(16, 16, 1), num_classes=10,
         source_images=src, source_labels=np.arange(8) % 10,
     )  # fmt: skip
     assert (
-        content.commitment() == "0db42489af411fe981ce53697ce11e07f074f7b9115b49134fa99337227f4064"
+        content.commitment(1) == "0db42489af411fe981ce53697ce11e07f074f7b9115b49134fa99337227f4064"
+    )
+    assert (
+        content.commitment() == "0af2096fedd3305fb05790266aaeab25533e2e67d30e1714b54405adb74ed18b"
     )
 
 

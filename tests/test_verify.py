@@ -99,27 +99,27 @@ def test_retention():
 
 
 @pytest.mark.parametrize(
-    ("nulls", "fpr", "expected"),
+    ("nulls", "order", "sufficient"),
     [
-        ([0.1] * 18 + [0.2, 0.3], 0.05, 0.2),  # m=20: one may exceed -> 2nd largest
-        ([0.1] * 19 + [0.3], 0.05, 0.1),  # ties: 19 at 0.1, only 0.3 lies above
-        (list(np.linspace(0.0, 0.99, 100)), 0.05, 0.94),  # 5 of 100 above 0.94
-        (list(np.linspace(0.0, 0.99, 100)), 0.1, 0.89),
-        ([0.12, 0.08, 0.15], 0.05, 0.15 + 0.05),  # too few models: max + margin
-        ([0.3], 0.5, 0.35),
-        ([0.1, 0.2], 0.5, 0.1),  # m * fpr = 1
+        # Orders checked with scipy: the largest j with binom.cdf(j - 1, m, 0.05) <= 0.05.
+        ([0.1] * 58 + [0.2], 1, True),  # 59 models: the max bounds fpr 0.05 at 95%...
+        ([0.1] * 57 + [0.2], 1, False),  # ...58 cannot
+        (list(np.linspace(0.0, 0.99, 100)), 2, True),  # 100: the 2nd largest
+        (list(np.linspace(0.0, 0.999, 1000)), 39, True),  # 1000: the 39th largest
+        ([0.12, 0.08, 0.15], 1, False),
     ],
 )
-def test_null_threshold_table(nulls, fpr, expected):
-    thr = null_threshold(nulls, fpr)
-    assert thr == pytest.approx(expected, abs=1e-12)
-    above = np.mean(np.asarray(nulls) > thr)
-    assert above <= fpr + 1e-12
+def test_null_threshold_table(nulls, order, sufficient):
+    thr = null_threshold(nulls, 0.05, 0.95)
+    assert thr.order == order and thr.m == len(nulls)
+    assert thr.threshold == pytest.approx(sorted(nulls)[::-1][order - 1])
+    assert thr.sufficient is sufficient is (thr.fpr_bound <= 0.05)
 
 
-def test_null_threshold_margin_and_errors():
-    assert null_threshold([0.1, 0.2], 0.05, margin=0.0) == 0.2
-    assert null_threshold([0.1, 0.2], 0.05, margin=0.1) == pytest.approx(0.3)
+def test_null_threshold_bound_for_few_models_and_errors():
+    thr = null_threshold([0.1, 0.2, 0.15], 0.05, 0.95)
+    assert thr.threshold == 0.2 and thr.fpr_bound == pytest.approx(1 - 0.05 ** (1 / 3))
+    assert null_threshold([0.1] * 59, 0.05, 0.95).sufficient
     for nulls, fpr, field in [
         ([], 0.05, "empty"),
         ([0.1], 0.0, "fpr"),
@@ -129,8 +129,6 @@ def test_null_threshold_margin_and_errors():
     ]:
         with pytest.raises(VerificationError, match=field):
             null_threshold(nulls, fpr)
-    with pytest.raises(VerificationError, match="margin"):
-        null_threshold([0.1], 0.05, margin=-0.1)
 
 
 def _preds(labels, agree, num_classes, seed=0):
@@ -150,38 +148,71 @@ def test_verdict_owned_and_not_owned():
     assert isinstance(owned, Verdict)
     assert owned.owned and owned.k == 86 and owned.n == 100 and owned.retention == 0.86
     assert owned.chance == 0.1 and owned.alpha == DEFAULT_ALPHA and owned.threshold is None
-    assert owned.p_value == pytest.approx(binomial_pvalue(86, 100, 0.1))
+    binom = next(t for t in owned.tests if t["name"] == "binomial")
+    assert binom["decides"] and binom["p_value"] == pytest.approx(binomial_pvalue(86, 100, 0.1))
+    # Without controls the binomial and the permutation test decide; p is the larger of the two.
+    assert {t["name"] for t in owned.tests} == {"binomial", "permutation"}
+    assert owned.p_value == pytest.approx(max(t["p_value"] for t in owned.tests))
     assert owned.confidence == 1.0 - owned.p_value
     assert owned.reason.startswith("owned") and "86/100" in owned.reason
+    lo, hi = owned.retention_ci
+    # scipy.stats.beta.ppf(0.025, 86, 15) and beta.ppf(0.975, 87, 14)
+    assert (lo, hi) == pytest.approx((0.776272018629, 0.921294595073), abs=1e-9)
 
     chance = verify_predictions(_preds(labels, 12, 10), labels, 10)
-    assert not chance.owned and chance.reason.startswith("not owned") and "chance" in chance.reason
+    assert not chance.owned and chance.reason.startswith("not owned")
     assert chance.p_value > DEFAULT_ALPHA
 
-    # Borderline: 21/100 passes alpha=1e-3, 20/100 does not.
+    # Borderline: 21/100 passes alpha=1e-3, 20/100 does not (binomial), if permutation agrees.
     assert verify_predictions(_preds(labels, 21, 10), labels, 10).owned
     assert not verify_predictions(_preds(labels, 20, 10), labels, 10).owned
-    assert verify_predictions(_preds(labels, 20, 10), labels, 10, alpha=0.01).owned
 
     # CIFAR-100-like: 25 % retention with K = 100 is overwhelming evidence.
     labels100 = np.arange(200) % 100
     assert verify_predictions(_preds(labels100, 50, 100), labels100, 100).owned
 
 
+def test_control_test_vetoes_a_biased_suspect():
+    # An innocent suspect that sends 76% of abstract images to class 1, and a claimant whose
+    # target-label set asks for class 1: the binomial alone says p ~ 1e-55.
+    rng = np.random.default_rng(0)
+    labels = np.ones(100, np.int64)
+    pred = np.where(rng.random(100) < 0.76, 1, rng.integers(0, 10, 100))
+    c_pred = np.where(rng.random(400) < 0.76, 1, rng.integers(0, 10, 400))
+    v = verify_predictions(pred, labels, 10, control_predicted=c_pred,
+                           control_labels=np.ones(400, np.int64))  # fmt: skip
+    binom = next(t for t in v.tests if t["name"] == "binomial")
+    assert binom["p_value"] < 1e-40 and not binom["decides"]
+    assert not v.owned and v.decided_by == "control" and v.control_rate > 0.7
+    # No controls and one label: nothing accounts for bias, so no verdict at all.
+    bare = verify_predictions(pred, labels, 10)
+    assert not bare.owned and bare.decided_by == "none" and "bias" in bare.reason
+    # A watermarked suspect: its keyed triggers match, the fresh-key controls do not.
+    wm = verify_predictions(labels, labels, 10, control_predicted=c_pred * 0 + 3,
+                            control_labels=np.ones(400, np.int64))  # fmt: skip
+    assert wm.owned and wm.decided_by == "control" and wm.p_value < 1e-40
+    with pytest.raises(VerificationError, match="at least as many"):
+        verify_predictions(pred, labels, 10, control_predicted=c_pred[:50],
+                           control_labels=np.ones(50, np.int64))  # fmt: skip
+
+
+def test_predictions_outside_the_class_count_are_refused():
+    labels = np.arange(20) % 4
+    with pytest.raises(VerificationError, match="class count"):
+        verify_predictions(labels + 4, labels, 4)
+
+
 def test_null_threshold_vetoes():
     labels = np.arange(100) % 10
     pred = _preds(labels, 30, 10)
-    nulls = [0.1] * 18 + [0.25, 0.35]  # threshold 0.25
-    assert verify_predictions(pred, labels, 10, null_retentions=nulls).owned
+    assert verify_predictions(pred, labels, 10, null_retentions=[0.1] * 18 + [0.25]).owned
     veto = verify_predictions(pred, labels, 10, null_retentions=[0.1] * 17 + [0.3, 0.32, 0.4])
-    assert veto.p_value < DEFAULT_ALPHA and not veto.owned
-    assert veto.threshold == pytest.approx(0.32) and "threshold" in veto.reason
+    assert veto.p_value < DEFAULT_ALPHA and not veto.owned and veto.decided_by == "null_models"
+    assert veto.threshold == pytest.approx(0.4) and "threshold" in veto.reason
     # Equal to the threshold is not above it.
-    tie = verify_predictions(pred, labels, 10, null_retentions=[0.1] * 18 + [0.3, 0.5])
+    tie = verify_predictions(pred, labels, 10, null_retentions=[0.1, 0.3])
     assert tie.threshold == pytest.approx(0.3) and not tie.owned
-    # Too few null models: max + margin.
-    few = verify_predictions(pred, labels, 10, null_retentions=[0.2, 0.28])
-    assert few.threshold == pytest.approx(0.33) and not few.owned
+    assert tie.null_fpr_bound == pytest.approx(1 - 0.05**0.5)
 
 
 def test_verdict_to_dict_and_validation():
@@ -189,8 +220,10 @@ def test_verdict_to_dict_and_validation():
     d = verify_predictions(labels, labels, 5).to_dict()
     assert json.loads(json.dumps(d)) == d
     assert set(d) >= {"retention", "n", "k", "num_classes", "chance", "p_value", "alpha", "threshold",
-                      "owned", "confidence", "reason"}  # fmt: skip
-    assert d["log10_p_value"] == pytest.approx(50 * math.log10(0.2))
+                      "owned", "confidence", "reason", "tests", "decided_by", "retention_ci"}  # fmt: skip
+    binom = next(t for t in d["tests"] if t["name"] == "binomial")
+    assert binom["log10_p_value"] == pytest.approx(50 * math.log10(0.2))
+    assert d["log10_p_value"] >= binom["log10_p_value"]
     with pytest.raises(VerificationError, match="num_classes"):
         verify_predictions(labels, labels, 1)
     with pytest.raises(VerificationError, match="labels"):
