@@ -326,8 +326,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     images, labels = runs.trigger_sources(cfg, ds) if manifest["kind"] != "noise" else (None, None)
     key = config.secret(cfg)
     trig = regenerate(manifest, secret=key, source_images=images, source_labels=labels)
-    ctl = controls.control_sets(trig.params, key, count=cfg.verify.control_sets,
-                                seed=cfg.verify.control_seed, source_images=images,
+    ctl = controls.control_sets(trig.params, key, source_images=images,
                                 source_labels=labels)  # fmt: skip
     att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))

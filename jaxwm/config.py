@@ -114,8 +114,6 @@ def defaults() -> ml_collections.ConfigDict:
     c.verify.alpha_unpublished = 1e-12
     c.verify.fpr = 0.05  # null-model threshold: false-positive rate ...
     c.verify.confidence = 0.95  # ... bounded with this confidence
-    c.verify.control_sets = 4  # control sets from fresh keys, each as large as the owner's set
-    c.verify.control_seed = ""  # a verifier may change it to draw other controls
 
     c.pipeline = ml_collections.ConfigDict()
     c.pipeline.methods = ("partitioned", "baseline")  # also "adi": trained with D from the start
@@ -257,7 +255,6 @@ _CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("verify.alpha_unpublished", lambda v: 0 < v < 1, "in (0, 1)"),
     ("verify.fpr", lambda v: 0 < v < 1, "in (0, 1)"),
     ("verify.confidence", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("verify.control_sets", _positive, ">= 1"),
     ("verify.timeout", _positive, "> 0 (seconds)"),
     ("verify.retries", _nonneg, ">= 0"),
     ("verify.rate_limit", _nonneg, ">= 0 (requests per second; 0 = unlimited)"),

@@ -9,10 +9,12 @@ the owner's set) the owner's set is just one more draw, so its match rate is exc
 the controls' and a two-sample exact test (Fisher's, conditional on the total) is valid whatever
 the suspect does.
 
-Control keys are derived from the owner's secret (domain-separated, plus an optional public
-``seed`` a verifier may change to draw other controls), so a suspect's operator who sees the
-queries cannot tell triggers from controls. :class:`QueryPlan` interleaves both in a keyed order
-for black-box queries.
+Control keys are derived from the owner's secret (domain-separated), so a suspect's operator who
+sees the queries cannot tell triggers from controls, and they are fixed by the published set: the
+command line offers no way to choose them, since a claimant who could pick the controls' number
+or seed could also search them for controls the suspect happens to match less often (the
+library's ``seed`` is for research). :class:`QueryPlan` interleaves both in a keyed order for
+black-box queries.
 
 Example:
     >>> from jaxwm import triggers

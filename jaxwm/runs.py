@@ -147,8 +147,7 @@ def make_controls(cfg: ml_collections.ConfigDict, ds: data.Dataset, sets) -> lis
     images, labels = trigger_sources(cfg, ds)
     return [
         controls.control_sets(
-            trig.params, key, count=cfg.verify.control_sets, seed=cfg.verify.control_seed,
-            source_images=images, source_labels=labels,
+            trig.params, key, source_images=images, source_labels=labels
         )
         for trig, _ in sets
     ]  # fmt: skip

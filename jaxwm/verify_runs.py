@@ -89,11 +89,11 @@ def evidence(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     for _, m in manifests:
         ts = regenerate(m, secret=key, source_images=images, source_labels=labels)
         sets.append(ts)
-        ctl.append(controls.control_sets(
-            ts.params, key, count=cfg.verify.control_sets, seed=cfg.verify.control_seed,
-            source_images=images, source_labels=labels,
-        ))  # fmt: skip
-    plan = controls.query_plan(sets, ctl, key, cfg.verify.control_seed)
+        # Fixed count and seed: a claimant who could choose them could also search them for
+        # controls the suspect happens to match less often.
+        ctl.append(controls.control_sets(ts.params, key, source_images=images,
+                                         source_labels=labels))  # fmt: skip
+    plan = controls.query_plan(sets, ctl, key)
     return {"manifests": manifests, "sets": sets, "plan": plan,
             "num_classes": int(manifests[0][1]["num_classes"])}  # fmt: skip
 
@@ -218,7 +218,7 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "published_digest": cfg.verify.digest.strip() or None,
         "alpha": alpha,
         "sets_tested": len(verdicts),
-        "control_seed": cfg.verify.control_seed,
+        "control_sets": controls.DEFAULT_CONTROL_SETS,
         "notes": notes,
         "sets": [v.to_dict() for v in verdicts],
     }

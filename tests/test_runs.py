@@ -193,7 +193,8 @@ def test_missing_secret_and_missing_victim_are_clear(tmp_path):
 def test_null_models_of_another_architecture_use_their_own_predict(pipeline_run, tmp_path):
     wd, _ = pipeline_run
     other = tmp_path / "other_null"
-    launch(*TINY, "--config.mode=train", "--config.model.widths=(8,24)", "--config.seed=7",
+    args = [a for a in TINY if not a.startswith("--config.model.widths")]  # no repeated flag
+    launch(*args, "--config.mode=train", "--config.model.widths=(8,24)", "--config.seed=7",
            "--config.train.epochs=2", f"--workdir={other}")  # fmt: skip
     _, v = _verify(wd, tmp_path, "v", f"--config.verify.model={wd / 'baseline'}",
                    f"--config.verify.nulls=('{other}','{wd / 'victim'}')")  # fmt: skip
