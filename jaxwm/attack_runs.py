@@ -163,6 +163,7 @@ class _Context:
             self.labels_on(params, state), self.trig.labels, self.num_classes,
             alpha=self.cfg.verify.alpha, chance=triggers.chance_level(self.trig.params),
             control_predicted=c_pred, control_labels=self.ctl_labels,
+            control_clustered=controls.clustered(self.trig.kind),
             fpr=self.cfg.verify.fpr, confidence=self.cfg.verify.confidence,
             null_retentions=self.nulls,
         )  # fmt: skip
@@ -327,6 +328,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     key = config.secret(cfg)
     trig = regenerate(manifest, secret=key, source_images=images, source_labels=labels)
     ctl = controls.control_sets(trig.params, key, source_images=images,
+                                count=controls.control_count(trig.kind, cfg.verify.alpha),
                                 source_labels=labels)  # fmt: skip
     att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))

@@ -246,7 +246,7 @@ def _read_index(path: Path) -> dict[str, Any]:
         index = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise BlackBoxError(f"{path} not found; point at an export_queries directory") from e
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise BlackBoxError(f"{path} is not a readable JSON query index: {e}") from e
     if not isinstance(index, dict) or index.get("format") != QUERY_FORMAT:
         raise BlackBoxError(
@@ -403,8 +403,10 @@ def _parse_text(cell: str | None) -> Any:
 def _rows_from_json(path: Path) -> list[_Row]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BlackBoxError(f"{path} is not valid JSON: {e}") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError and integers beyond Python's digit limit;
+        # RecursionError a hostile nesting depth.
+        raise BlackBoxError(f"{path} is not valid JSON: {_short(str(e))}") from None
     if isinstance(data, dict):
         if "answers" not in data:
             raise BlackBoxError(
@@ -439,6 +441,15 @@ def _rows_from_json(path: Path) -> list[_Row]:
 
 
 def _rows_from_csv(path: Path, num_classes: int) -> list[_Row]:
+    try:
+        return _rows_from_csv_text(path, num_classes)
+    except UnicodeDecodeError as e:
+        raise BlackBoxError(
+            f"{path} is not UTF-8 text (a CSV of answers): {e.reason} at byte {e.start}"
+        ) from None
+
+
+def _rows_from_csv_text(path: Path, num_classes: int) -> list[_Row]:
     # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark.
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -712,7 +723,7 @@ def _label_from_answer(body: bytes, num_classes: int, where: str) -> int:
     bad = f"{where}: malformed answer"
     try:
         answer = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BlackBoxError(f"{bad} (not JSON): {_snippet(body)}") from None
     try:
         if isinstance(answer, dict):

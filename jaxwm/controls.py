@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,38 @@ from jaxwm.trigger_images import TriggerSetError, keyed_permutation
 from jaxwm.triggers import TriggerSet, make_trigger_set
 
 DEFAULT_CONTROL_SETS = 4
+# Kinds whose triggers share a per-key random component (content: one stamp for the whole set):
+# their matches cluster by key, so the key is the statistical unit (verify: a rank test).
+CLUSTERED_KINDS = ("content",)
+MAX_CLUSTERED_SETS = 2000
+
+
+def clustered(kind: str) -> bool:
+    """Whether a kind's triggers share a per-key component (the control test then ranks sets).
+
+    Example:
+        >>> clustered("content"), clustered("noise")
+        (True, False)
+    """
+    return kind in CLUSTERED_KINDS
+
+
+def control_count(kind: str, alpha: float) -> int:
+    """How many control sets the control test needs for ``kind`` at level ``alpha``.
+
+    Independent triggers pool their controls (Fisher's test): ``DEFAULT_CONTROL_SETS``. A
+    clustered kind's rank test has p >= 1/(B+1), so it needs ``B >= 1/alpha`` whole sets (1,000
+    at 1e-3), at most ``MAX_CLUSTERED_SETS``; a smaller alpha is out of a rank test's reach, so
+    only ``DEFAULT_CONTROL_SETS`` are drawn and the verdict cannot be positive.
+
+    Example:
+        >>> control_count("noise", 1e-3), control_count("content", 1e-3)
+        (4, 1000)
+    """
+    needed = math.ceil(1.0 / alpha - 1e-9)
+    if not clustered(kind) or needed > MAX_CLUSTERED_SETS:
+        return DEFAULT_CONTROL_SETS  # pooled; or out of a rank test's reach, so keep it cheap
+    return int(max(DEFAULT_CONTROL_SETS, needed))
 
 
 def control_secret(secret: str, number: int, seed: str = "") -> str:

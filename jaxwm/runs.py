@@ -147,7 +147,8 @@ def make_controls(cfg: ml_collections.ConfigDict, ds: data.Dataset, sets) -> lis
     images, labels = trigger_sources(cfg, ds)
     return [
         controls.control_sets(
-            trig.params, key, source_images=images, source_labels=labels
+            trig.params, key, count=controls.control_count(trig.kind, cfg.verify.alpha),
+            source_images=images, source_labels=labels,
         )
         for trig, _ in sets
     ]  # fmt: skip
@@ -175,7 +176,8 @@ def evaluate_model(model, params, state, ds, sets, ctl, vcfg, nulls=None) -> dic
         verdicts.append(verify.verify_predictions(
             labels_of(trig.images), trig.labels, ds.num_classes, alpha=vcfg.alpha,
             chance=triggers.chance_level(trig.params), control_predicted=c_pred,
-            control_labels=c_lab, null_retentions=null_i, fpr=vcfg.fpr,
+            control_labels=c_lab, control_clustered=controls.clustered(trig.kind),
+            null_retentions=null_i, fpr=vcfg.fpr,
             confidence=vcfg.confidence,
         ))  # fmt: skip
     owned, verdicts, _ = verify.decide_sets(verdicts, vcfg.alpha)

@@ -9,6 +9,9 @@ asks how an *innocent* suspect would behave, and ownership needs every test that
   the owner never embedded (:mod:`jaxwm.controls`); one-sided Fisher exact test. Under the null
   the owner's set is one more draw from that generator, so this is valid *whatever the suspect
   prefers*: a suspect that sends most abstract images to class 1 does so on the controls too.
+  Fisher's test needs triggers that are independent given the generator (``noise``,
+  ``unrelated``). ``content`` triggers of one key share one stamp, so their matches cluster by
+  key; there the test ranks the owner's set among whole control sets (p >= 1/(B+1)).
 * **Label-permutation test** (labels that vary): the matches against the owner's labels against
   the matches under every relabelling by a permutation (exact, :mod:`jaxwm.stats`). It accounts
   for a suspect's bias over classes; a ``target`` set (one label) gets no evidence from it.
@@ -208,6 +211,7 @@ def verify_predictions(
     chance: float | None = None,
     control_predicted: Any = None,
     control_labels: Any = None,
+    control_clustered: bool = False,
     null_retentions: Sequence[float] | None = None,
     fpr: float = DEFAULT_FPR,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -231,6 +235,10 @@ def verify_predictions(
         control_predicted: Suspect's predictions on control triggers (``jaxwm.controls``), at
             least ``N`` of them, or ``None``.
         control_labels: The controls' labels.
+        control_clustered: Whether the triggers of one key share a random component
+            (``jaxwm.controls.clustered(kind)``, true for ``content``: one stamp per key). The
+            controls are then whole sets of ``N`` and the control test ranks the owner's set
+            among them instead of pooling images (Fisher's test would be anti-conservative).
         null_retentions: Retentions of independent non-watermarked models, or ``None``.
         fpr: False-positive rate for the null threshold.
         confidence: Confidence of the null threshold's bound and of ``retention_ci``.
@@ -277,10 +285,24 @@ def verify_predictions(
             )
         kc, m = int(np.sum(c_pred == c_lab)), int(c_lab.size)
         control_rate = kc / m
-        lp = stats.fisher_greater_log_pvalue(k, n, kc, m) / _LN10
-        tests.append(TestResult("control", True, lp < math.log10(alpha), 10**lp, lp,
-                                f"{k}/{n} on the owner's triggers vs {kc}/{m} "
-                                f"({control_rate:.1%}) on fresh-key controls"))  # fmt: skip
+        if control_clustered:
+            # Triggers of one key share a random component (content: one stamp), so matches
+            # cluster by key and the key is the unit: rank the owner's set among the control
+            # sets (exact under exchangeable keys; p >= 1/(B+1)).
+            if m % n:
+                raise VerificationError(
+                    f"clustered controls must be whole sets of {n} triggers; got {m} controls"
+                )
+            per_set = (c_pred == c_lab).reshape(m // n, n).sum(axis=1)
+            at_least = int(np.sum(per_set >= k))
+            lp = math.log10((1 + at_least) / (len(per_set) + 1))
+            detail = (f"{k}/{n} on the owner's set vs {len(per_set)} fresh-key sets "
+                      f"(mean {control_rate:.1%}; {at_least} at or above; a rank test, "
+                      f"p >= 1/{len(per_set) + 1})")  # fmt: skip
+        else:
+            lp = stats.fisher_greater_log_pvalue(k, n, kc, m) / _LN10
+            detail = f"{k}/{n} on the owner's triggers vs {kc}/{m} ({control_rate:.1%}) on fresh-key controls"
+        tests.append(TestResult("control", True, lp < math.log10(alpha), 10**lp, lp, detail))
 
     if np.unique(lab).size >= 2:
         if n <= EXACT_PERMUTATION_MAX:

@@ -35,8 +35,14 @@ UNPUBLISHED_NOTE = (
     "images), so this verdict is decided at the stricter alpha_unpublished."
 )
 PUBLISHED_NOTE = (
-    "The manifests match the digest the owner published ({digest}); if that publication "
-    "predates the suspect's release, the sets were fixed before the suspect existed."
+    "The manifests match the digest given ({digest}). jaxwm cannot check dates: this verdict "
+    "at verify.alpha holds only if that digest was published before the suspect was released "
+    "(anyone can compute a digest of their own manifests after the fact)."
+)
+CLUSTERED_NOTE = (
+    "Set {i} is a content set: its triggers share one keyed stamp, so the key is the unit and "
+    "the control test ranks the owner's set among {b} fresh-key sets (p >= 1/({b}+1); at "
+    "alpha={alpha:g} this needs a published digest)."
 )
 FOLDER_NOTE = (
     "Set {i} is a folder set (kind=folder): it has no generator, so no control test was "
@@ -80,6 +86,23 @@ def _sources(cfg, manifests) -> tuple[Any, Any]:
     return runs.trigger_sources(sub, ds)
 
 
+def decision_level(cfg: ml_collections.ConfigDict) -> float:
+    """``verify.alpha`` with a published digest, else ``verify.alpha_unpublished``.
+
+    A verdict's level is not the claimant's to loosen: mode ``verify`` refuses levels above the
+    defaults (research modes such as ``attack`` may use any).
+    """
+    for field in ("alpha", "alpha_unpublished"):
+        value, default = cfg.verify[field], config.defaults().verify[field]
+        if value > default:
+            raise config.ConfigError(
+                f"verify.{field}={value:g} is looser than the default {default:g}; a verdict's "
+                "level is not the claimant's to raise (use a smaller one, or mode=attack/pipeline "
+                "for research)"
+            )
+    return cfg.verify.alpha if cfg.verify.digest else cfg.verify.alpha_unpublished
+
+
 def evidence(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """Regenerated sets, their controls and the keyed query plan, shared by export and verify."""
     manifests = load_manifests(cfg.verify.manifest)
@@ -91,7 +114,8 @@ def evidence(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         sets.append(ts)
         # Fixed count and seed: a claimant who could choose them could also search them for
         # controls the suspect happens to match less often.
-        ctl.append(controls.control_sets(ts.params, key, source_images=images,
+        count = controls.control_count(ts.kind, decision_level(cfg))
+        ctl.append(controls.control_sets(ts.params, key, count=count, source_images=images,
                                          source_labels=labels))  # fmt: skip
     plan = controls.query_plan(sets, ctl, key)
     return {"manifests": manifests, "sets": sets, "plan": plan,
@@ -179,7 +203,7 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     published = bool(cfg.verify.digest)
     if published:
         check_publication(cfg.verify.digest, [m for _, m in manifests])
-    alpha = cfg.verify.alpha if published else cfg.verify.alpha_unpublished
+    alpha = decision_level(cfg)
     answers, suspect = _suspect_answers(cfg, plan, k)
     owner_pred, control_pred = plan.split(answers)
 
@@ -197,6 +221,7 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             owner_pred[i], ts.labels, k, alpha=alpha, chance=triggers.chance_level(ts.params),
             control_predicted=control_pred[i] if has_ctl else None,
             control_labels=plan.control_labels[i] if has_ctl else None,
+            control_clustered=controls.clustered(ts.kind),
             null_retentions=null_ret[i] or None, fpr=cfg.verify.fpr,
             confidence=cfg.verify.confidence,
         ))  # fmt: skip
@@ -204,6 +229,8 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     notes = [PUBLISHED_NOTE.format(digest=cfg.verify.digest.strip()) if published
              else UNPUBLISHED_NOTE]  # fmt: skip
     notes += [FOLDER_NOTE.format(i=i) for i, ts in enumerate(ev["sets"]) if ts.kind == "folder"]
+    notes += [CLUSTERED_NOTE.format(i=i, alpha=alpha, b=len(plan.control[i]) // len(ts))
+              for i, ts in enumerate(ev["sets"]) if controls.clustered(ts.kind)]  # fmt: skip
     if any(m.get("version", 1) < 2 for _, m in manifests):
         notes.append(
             "A version-1 manifest (jaxwm 0.1) commits only the images and labels; its class "
@@ -214,7 +241,7 @@ def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "manifests": [str(p) for p, _ in manifests],
         "owned": owned,
         "reason": summary,
-        "commitment_checked": published,
+        "digest_matches": published,  # the manifests match verify.digest (dates are not checked)
         "published_digest": cfg.verify.digest.strip() or None,
         "alpha": alpha,
         "sets_tested": len(verdicts),

@@ -651,6 +651,8 @@ def test_query_endpoint_connection_refused_is_retried(sleeps):
         (b'{"logits": [0.1, 0.9]}', ["expected 10 logits", "got 2"]),
         (b"[0, 0, 0, 0, 0, 0, 0, 0, 0, NaN]", ["logit 9 is nan"]),
         (b'"x' + b"y" * 500 + b'"', ["not an integer", "answer: '\"xyyy"]),
+        (b"[" * 100_000 + b"]" * 100_000, ["not JSON"]),  # hostile nesting depth
+        (b"1" * 5000, ["not JSON"]),  # beyond Python's integer digit limit
     ],
 )
 def test_query_endpoint_malformed_answer_names_position(scripted, sleeps, bad, fragments):
@@ -728,3 +730,18 @@ def test_module_does_not_import_jax():
         "import sys, jaxwm.blackbox; assert 'jax' not in sys.modules and 'flax' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("bin.csv", b"label\n\xff\xfe\x00garbage\n"),
+        ("deep.json", b"[" * 100_000 + b"]" * 100_000),
+        ("bigint.json", b"[" + b"1" * 5000 + b"]"),
+    ],
+)
+def test_hostile_answer_files_are_one_line_errors(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BlackBoxError, match=name):
+        read_answers(path, 1, 10)

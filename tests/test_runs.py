@@ -86,7 +86,7 @@ def test_verify_mode_confirms_and_refuses(pipeline_run, tmp_path):
     wd, _ = pipeline_run
     ok, verdict = _verify(wd, tmp_path, "v1", f"--config.verify.model={wd / 'partitioned'}",
                           f"--config.verify.nulls=('{wd / 'victim'}',)")  # fmt: skip
-    assert verdict["owned"] is True and verdict["commitment_checked"] is True
+    assert verdict["owned"] is True and verdict["digest_matches"] is True
     s = verdict["sets"][0]
     assert s["threshold"] is not None and s["null_fpr_bound"] > 0.05  # one null: a weak bound
     assert {t["name"] for t in s["tests"]} == {"control", "permutation", "binomial", "null_models"}
@@ -107,13 +107,18 @@ def test_verify_without_published_digest_uses_the_strict_level(pipeline_run, tmp
     proc, v = _verify(wd, tmp_path, "v", f"--config.verify.model={wd / 'partitioned'}",
                       digest=False)  # fmt: skip
     # 16 triggers cannot reach 1e-12: without a prior publication the claim is not decided.
-    assert v["commitment_checked"] is False and v["alpha"] == 1e-12 and v["owned"] is False
+    assert v["digest_matches"] is False and v["alpha"] == 1e-12 and v["owned"] is False
     assert "could have tried many keys" in proc.stdout
     bad, _ = _verify(wd, tmp_path, "w", f"--config.verify.model={wd / 'partitioned'}",
                      "--config.verify.digest=jaxwm-wm2:" + "0" * 32, digest=False,
                      check=False)  # fmt: skip
     assert bad.returncode != 0 and "published digest" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # The claimant cannot loosen the level of the verdict.
+    loose, _ = _verify(wd, tmp_path, "x", f"--config.verify.model={wd / 'victim'}",
+                       "--config.verify.alpha_unpublished=0.99", digest=False,
+                       check=False)  # fmt: skip
+    assert loose.returncode != 0 and "not the claimant's to raise" in loose.stderr
 
 
 def test_digest_mode_prints_the_published_digest(pipeline_run, tmp_path):
