@@ -28,12 +28,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxwm.errors import CheckpointError
+
 PyTree = Any
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or saved model is missing, unreadable or does not fit the expected structure."""
 
 
 class Checkpointer:

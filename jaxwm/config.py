@@ -19,16 +19,13 @@ from typing import Any
 import ml_collections
 
 from jaxwm import triggers
+from jaxwm.errors import ConfigError
 
 MODES = ("train", "sweep", "embed", "digest", "export", "verify", "pipeline", "attack",
          "reproduce")  # fmt: skip
 ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
                 "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
-
-
-class ConfigError(ValueError):
-    """A config field is unknown, ill-typed or out of range."""
 
 
 def defaults() -> ml_collections.ConfigDict:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxwm.errors import DatasetError, IdxFormatError
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
@@ -36,10 +38,6 @@ _VALID_SOURCES = (
     "'digits', 'synthetic[:key=value,...]', 'folder:<dir|.tar|.tar.gz>', 'tfds:<name>', "
     "'idx:<dir of MNIST-format idx files>'"
 )
-
-
-class DatasetError(ValueError):
-    """A dataset source, file or field is invalid; the message says where and what to do."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
@@ -188,7 +186,7 @@ def _load_idx(path: Path) -> Dataset:
         raise DatasetError(f"idx source {str(path)!r} is not a directory of idx(.gz) files")
     try:
         train, test = idx.load_idx_split(path, "train"), idx.load_idx_split(path, "test")
-    except idx.IdxFormatError as e:
+    except IdxFormatError as e:
         raise DatasetError(str(e)) from e
     k = int(max(train[1].max(), test[1].max())) + 1
     return _make(path.name or "idx", [str(i) for i in range(k)], train, test)

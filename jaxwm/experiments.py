@@ -23,6 +23,7 @@ import jax
 import ml_collections
 
 from jaxwm import checkpoint, compile_stats, config, data, loop, models, parallel, procpool
+from jaxwm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     if cfg.mode == "reproduce" and cfg.reproduce.processes != 1:
         procpool.leave_devices_to_jobs()  # before JAX touches a GPU: the units run elsewhere
     if jax.process_count() > 1 and cfg.mode != "train":
-        raise config.ConfigError(
+        raise ConfigError(
             f"mode {cfg.mode!r} runs in a single process; multi-process launches support "
             "mode=train (data-parallel victim training) only"
         )

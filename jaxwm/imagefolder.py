@@ -72,7 +72,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxwm.data import SPLITS, Dataset, DatasetError, _make
+from jaxwm.data import SPLITS, Dataset, _make
+from jaxwm.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 

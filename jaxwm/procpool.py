@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from jaxwm.errors import JobError
+
 _PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
 _MARK = "JAXWM_DISPATCHER_SET_PREALLOCATE"  # set when leave_devices_to_jobs changed _PREALLOCATE
 
@@ -47,10 +49,6 @@ def _job_env(env: Mapping[str, str]) -> dict[str, str]:
     if out.pop(_MARK, None):
         out.pop(_PREALLOCATE, None)
     return out
-
-
-class JobError(RuntimeError):
-    """A job exited with a non-zero status; the message names it and quotes its log."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,14 +26,15 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxwm import attack_runs, compile_stats, config, data, experiments, procpool, runs
+from jaxwm import attack_runs, compile_stats, config, experiments, procpool, runs
+from jaxwm.errors import ConfigError, DatasetError
 from jaxwm.sweep import aggregate, format_stat
 
 
 def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tuple[str, Any]:
     name, sep, source = entry.partition("=")
     if not sep or not source:
-        raise config.ConfigError(
+        raise ConfigError(
             f"reproduce.runs entry {entry!r} must be NAME=SOURCE, e.g. 'mnist=folder:data/mnist.tar.gz'"
         )
     if not cfg.reproduce.presets:
@@ -58,7 +59,7 @@ def _run_unit(sub: ml_collections.ConfigDict, run_dir: Path, attacks: bool) -> d
         sub.mode = "pipeline"
         config.validate(sub)
         res = runs.run_pipeline(sub, run_dir)
-    except data.DatasetError as e:  # e.g. CIFAR-100 with no offline copy
+    except DatasetError as e:  # e.g. CIFAR-100 with no offline copy
         return {"skipped": str(e).splitlines()[0]}
     atk = None
     if attacks:
@@ -75,7 +76,7 @@ def _slots(cfg: ml_collections.ConfigDict) -> tuple[int, bool]:
     if n == 1:
         return 1, False
     if backend not in ("gpu", "cpu"):
-        raise config.ConfigError(
+        raise ConfigError(
             f"reproduce.processes={n} runs one process per GPU; on {backend} set it to 1"
         )
     return (n or jax.local_device_count()), backend == "gpu"

@@ -28,11 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxwm.errors import TriggerSetError
+
 _DOMAIN = b"jaxwm-triggers-v1"
-
-
-class TriggerSetError(ValueError):
-    """An argument, file or set is invalid; the message names the field and the fix."""
 
 
 def _framed(*parts: bytes) -> bytes:

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxwm.errors import TriggerSetError
 from jaxwm.trigger_images import (
     _DOMAIN,
-    TriggerSetError,
     _abstract_image,
     _check_image_shape,
     _check_int,

@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 
 from jaxwm import blackbox, config, controls, experiments, runs, train, triggers, verify
+from jaxwm.errors import ConfigError, ManifestError
 from jaxwm.manifest import (
-    ManifestError,
     check_publication,
     publication_digest,
     read_manifest,
@@ -52,7 +52,7 @@ def _say(msg: str) -> None:
 def load_manifests(path: str) -> list[tuple[Path, dict]]:
     """One manifest file, or every ``manifest*.json`` of a directory in index order."""
     if not path:
-        raise config.ConfigError("this mode needs verify.manifest: a manifest file or directory")
+        raise ConfigError("this mode needs verify.manifest: a manifest file or directory")
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("manifest*.json"))
@@ -133,7 +133,7 @@ def run_export(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 def _suspect_answers(cfg, plan, k: int) -> tuple[np.ndarray, str]:
     given = [f for f in ("model", "answers", "endpoint") if getattr(cfg.verify, f)]
     if len(given) != 1:
-        raise config.ConfigError(
+        raise ConfigError(
             "mode=verify needs exactly one suspect: verify.model (a run directory), "
             f"verify.answers (a file of answers) or verify.endpoint (a URL); got {given or 'none'}"
         )
@@ -161,7 +161,7 @@ def _model_labels(run_dir: str, images: np.ndarray, k: int, role: str) -> np.nda
     predict = train.make_predict(model.apply, norm["mean"], norm["std"])
     width = int(np.asarray(predict(params, state, images[:1])).shape[-1])
     if width != k:
-        raise config.ConfigError(
+        raise ConfigError(
             f"the {role} model in {run_dir} outputs {width} classes but the watermark set has "
             f"num_classes={k}; a verdict needs the class count the set was made for"
         )
@@ -171,7 +171,7 @@ def _model_labels(run_dir: str, images: np.ndarray, k: int, role: str) -> np.nda
 def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``verify``: the suspect + the owner's key and manifests -> verdict.json."""
     if not cfg.verify.manifest:
-        raise config.ConfigError(
+        raise ConfigError(
             "mode=verify needs verify.manifest (a manifest file or a directory of them)"
         )
     ev = evidence(cfg)

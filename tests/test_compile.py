@@ -9,6 +9,7 @@ import pytest
 from test_runs import launch
 
 from jaxwm import compile_stats, config, data, loop, models, train
+from jaxwm.errors import ConfigError
 
 SMALL = [  # a whole pipeline: victim, partitioned embedding (2 stages), verification
     "--config=configs/demo.py",
@@ -133,7 +134,7 @@ def test_second_run_even_with_other_epochs_and_rates_hits_the_persistent_cache(t
 def test_compile_cache_threshold_is_validated(tmp_path):
     c = config.defaults()
     c.compile_cache_min_s = -1.0
-    with pytest.raises(config.ConfigError, match="compile_cache_min_s"):
+    with pytest.raises(ConfigError, match="compile_cache_min_s"):
         config.validate(c)
     with pytest.raises(ValueError, match="min_compile_s"):
         compile_stats.enable_persistent_cache(tmp_path, -1.0)

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from jaxwm import data, imagefolder
-from jaxwm.data import Dataset, DatasetError, load_dataset
+from jaxwm.data import Dataset, load_dataset
+from jaxwm.errors import DatasetError
 
 SHARED = Path("/work/shared/data")
 

@@ -20,7 +20,7 @@ from PIL import Image
 from test_data import SHARED, load, make_files, write_source
 
 from jaxwm import imagefolder
-from jaxwm.data import DatasetError
+from jaxwm.errors import DatasetError
 
 # --------------------------------------------------------------------------- decoding
 

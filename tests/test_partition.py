@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from jaxwm import partition
+from jaxwm.errors import PatternError
 
 PARAMS = {
     "stem": {"conv": {"kernel": jnp.ones((3, 3, 1, 2))}, "bn": {"scale": jnp.ones(2)}},
@@ -60,7 +61,7 @@ def test_first_match_wins():
     ],
 )
 def test_pattern_errors(rules, message):
-    with pytest.raises(partition.PatternError, match=message):
+    with pytest.raises(PatternError, match=message):
         partition.match_labels(PARAMS, rules, log_table=False)
 
 
