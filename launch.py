@@ -14,8 +14,9 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxwm import experiments, parallel
+from jaxwm.engine import parallel
 from jaxwm.errors import JaxwmError
+from jaxwm.runner import modes
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
     config_path = flags.FLAGS["config"].config_filename.split(":")[0]
     workdir = _WORKDIR.value or str(Path("runs") / Path(config_path).stem)
     try:
-        experiments.run(_CONFIG.value, workdir)
+        modes.run(_CONFIG.value, workdir)
     except JaxwmError as e:  # errors a user can fix: the message, not a traceback
         sys.exit(f"error: {e}")
 

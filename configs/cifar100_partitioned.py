@@ -10,7 +10,7 @@ Expected:  results.json and table1.md in runs/cifar100_partitioned; paper (clean
            Not measured (no CIFAR-100 copy reachable here).
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

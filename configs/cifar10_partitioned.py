@@ -12,7 +12,7 @@ Expected:  results.json and table1.md in runs/cifar10_partitioned; paper (clean 
            --config.embed.clean_per_trigger=2: partitioned 82.82% / 99%, baseline 49.39% / 87%.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

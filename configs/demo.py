@@ -13,7 +13,7 @@ Expected:  victim about 97% test accuracy and about 10% retention (chance), not 
            training on the watermark set alone costs about 20 points of accuracy.
 """
 
-from jaxwm.config import defaults
+from jaxwm.runner.config import defaults
 
 
 def get_config():

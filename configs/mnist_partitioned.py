@@ -12,7 +12,7 @@ Expected:  results.json and table1.md in runs/mnist_partitioned; paper (clean ac
            --config.embed.clean_per_trigger=2: partitioned 98.90% / 99%, baseline 96.97% / 100%.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

@@ -17,7 +17,7 @@ Expected:  (measured, seed 0) victim 99.31%. Embedding varies a lot with the dat
            ownership at ratio 0.5 for both. See the closing note of the attack issue.
 """
 
-from jaxwm.config import defaults
+from jaxwm.runner.config import defaults
 
 
 def get_config():

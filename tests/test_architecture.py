@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 ALGORITHMS = [
-    "jaxwm.partition", "jaxwm.train", "jaxwm.loop", "jaxwm.embed", "jaxwm.verify",
-    "jaxwm.triggers", "jaxwm.manifest", "jaxwm.attacks", "jaxwm.parallel", "jaxwm.sweep",
-    "jaxwm.checkpoint", "jaxwm.data",
+    "jaxwm.engine.partition", "jaxwm.engine.train", "jaxwm.engine.loop", "jaxwm.embed", "jaxwm.verify",
+    "jaxwm.triggers", "jaxwm.manifest", "jaxwm.attacks", "jaxwm.engine.parallel", "jaxwm.engine.sweep",
+    "jaxwm.engine.checkpoint", "jaxwm.data",
 ]  # fmt: skip
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from test_runs import SECRET, TINY, launch
 
-from jaxwm import attack_runs, plots, verify
+from jaxwm import verify
 from jaxwm.errors import ConfigError
+from jaxwm.runner import attack_runs, plots
 
 ATTACK = [
     "--config.mode=attack",

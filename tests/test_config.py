@@ -6,8 +6,8 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from jaxwm import config
 from jaxwm.errors import ConfigError, TriggerSetError
+from jaxwm.runner import config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxwm import partition
+from jaxwm.engine import partition
 from jaxwm.errors import PatternError
 
 PARAMS = {
@@ -66,7 +66,7 @@ def test_pattern_errors(rules, message):
 
 
 def test_match_table_is_logged(caplog):
-    with caplog.at_level("INFO", logger="jaxwm.partition"):
+    with caplog.at_level("INFO", logger="jaxwm.engine.partition"):
         partition.trainable_mask(PARAMS, ["head"])
     assert "pattern" in caplog.text and "head" in caplog.text and "freeze" in caplog.text
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from jaxwm import procpool
 from jaxwm.errors import JobError
+from jaxwm.runner import procpool
 
 # Each job records its GPU pin and its start/end times, so overlap can be checked.
 SCRIPT = (

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from jaxwm.data.idx import load_idx_images, load_idx_labels
 from jaxwm.errors import (
     CommitmentError,
     DatasetError,
@@ -16,7 +17,6 @@ from jaxwm.errors import (
     ManifestError,
     TriggerSetError,
 )
-from jaxwm.idx import load_idx_images, load_idx_labels
 from jaxwm.manifest import (
     check_commitment,
     read_manifest,

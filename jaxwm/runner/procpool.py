@@ -1,7 +1,7 @@
 """Independent runs as separate processes, at most one per device at a time.
 
 Runs whose shapes differ (MNIST and CIFAR victims, other architectures) cannot share one
-vmapped program (see :mod:`jaxwm.sweep` for those that can), so a study with several GPUs runs
+vmapped program (see :mod:`jaxwm.engine.sweep` for those that can), so a study with several GPUs runs
 them as separate processes: each process is given one slot, and on GPUs slot ``i`` sees only
 GPU ``i`` (``CUDA_VISIBLE_DEVICES``), so every run has a whole device to itself and XLA's
 memory preallocation never collides. Without GPUs the slots only bound the number of

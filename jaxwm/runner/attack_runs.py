@@ -12,7 +12,7 @@ victim and any other independent models; at ``verify.alpha``, i.e. assuming the 
 the digest before release) and scored by the Watermark-Robustness-Toolbox criterion (Lukas et
 al. 2022): an attack *succeeds* when ownership can no longer be shown while clean accuracy fell
 by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
-plots of :mod:`jaxwm.plots` to the run directory.
+plots of :mod:`jaxwm.runner.plots` to the run directory.
 """
 
 from __future__ import annotations
@@ -30,22 +30,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import (
-    attacks,
-    checkpoint,
-    config,
-    controls,
-    embed,
-    experiments,
-    runs,
-    train,
-    triggers,
-    verify,
-)
-from jaxwm.attack_tables import CSV_FIELDS, summarize, summary_table
-from jaxwm.attack_tables import stronger as stronger  # re-exported: public before the split
+from jaxwm import attacks, controls, embed, triggers, verify
+from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
+from jaxwm.runner import config, experiments, plots, runs
+from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
+from jaxwm.runner.attack_tables import stronger as stronger  # re-exported: public before the split
 
 PyTree = Any
 Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
@@ -411,8 +402,6 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     (workdir / "attacks.md").write_text(head + table)
     print(head + table, end="")
     if cfg.attack.plots:
-        from jaxwm import plots  # matplotlib only when plotting
-
         out["plots"] = [str(p) for p in plots.plot_all(out, workdir)]
         experiments.write_json(workdir / "attacks.json", out)
         _say("plots: " + ", ".join(out["plots"]))

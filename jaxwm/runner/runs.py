@@ -18,20 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import (
-    checkpoint,
-    config,
-    controls,
-    data,
-    embed,
-    experiments,
-    loop,
-    train,
-    triggers,
-    verify,
-)
+from jaxwm import controls, data, embed, triggers, verify
+from jaxwm.engine import checkpoint, loop, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import publication_digest, write_manifest
+from jaxwm.runner import config, experiments
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {

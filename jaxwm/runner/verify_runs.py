@@ -20,7 +20,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxwm import blackbox, config, controls, experiments, runs, train, triggers, verify
+from jaxwm import blackbox, controls, triggers, verify
+from jaxwm.engine import train
 from jaxwm.errors import ConfigError, ManifestError
 from jaxwm.manifest import (
     check_publication,
@@ -28,6 +29,7 @@ from jaxwm.manifest import (
     read_manifest,
     regenerate,
 )
+from jaxwm.runner import config, experiments, runs
 
 UNPUBLISHED_NOTE = (
     "Without a digest published before the suspect's release, a claimant could have tried many "
