@@ -14,28 +14,12 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxwm import experiments, parallel
-from jaxwm.checkpoint import CheckpointError
-from jaxwm.config import ConfigError
-from jaxwm.data import DatasetError
-from jaxwm.partition import PatternError
-from jaxwm.procpool import JobError
-from jaxwm.triggers import TriggerSetError
-from jaxwm.verify import VerificationError
+from jaxwm.engine import parallel
+from jaxwm.errors import JaxwmError
+from jaxwm.runner import modes
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
-
-# Errors a user can fix: print the message, not a traceback.
-_USER_ERRORS = (
-    ConfigError,
-    DatasetError,
-    CheckpointError,
-    PatternError,
-    TriggerSetError,
-    VerificationError,
-    JobError,  # a unit process of mode reproduce failed; its log's tail is in the message
-)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -62,8 +46,8 @@ def main(argv: list[str]) -> None:
     config_path = flags.FLAGS["config"].config_filename.split(":")[0]
     workdir = _WORKDIR.value or str(Path("runs") / Path(config_path).stem)
     try:
-        experiments.run(_CONFIG.value, workdir)
-    except _USER_ERRORS as e:
+        modes.run(_CONFIG.value, workdir)
+    except JaxwmError as e:  # errors a user can fix: the message, not a traceback
         sys.exit(f"error: {e}")
 
 

@@ -2,7 +2,7 @@
 
 Runs one config in this process (as ``launch.py`` would) and prints one JSON line: the wall
 time, the number of XLA compilations and their seconds, and the functions that took the most
-compile time. It depends only on ``jaxwm.experiments.run``, so it also profiles older commits. Compile time is a large share of short runs (half of
+compile time. It depends only on ``jaxwm.runner.modes.run``, so it also profiles older commits. Compile time is a large share of short runs (half of
 the CPU demo reproduction before compilations were shared), so this is the script that says
 where it goes. ``--compile-cache DIR`` uses the persistent cache (run twice to see it warm);
 the default disables it, so every compilation is counted at full cost.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from jaxwm import experiments  # noqa: E402
+from jaxwm.runner import modes  # noqa: E402
 
 _COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = args.workdir or tempfile.mkdtemp(prefix="jaxwm_compile_")
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON line
-        experiments.run(cfg, workdir)
+        modes.run(cfg, workdir)
     wall = time.perf_counter() - t0
     jax.monitoring.unregister_event_duration_listener(on_duration)
     compile_s = sum(secs.values())

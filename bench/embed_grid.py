@@ -19,7 +19,9 @@ import time
 
 import jax
 
-from jaxwm import config, data, embed, experiments, loop, train, triggers
+from jaxwm import data, embed, triggers
+from jaxwm.engine import loop, train
+from jaxwm.runner import config, experiments
 
 SETTINGS = {
     "adamw1e-4": dict(optimizer="adamw", lr=1e-4, batch_size=20, epochs=60),

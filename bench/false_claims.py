@@ -24,7 +24,9 @@ import time
 import jax
 import numpy as np
 
-from jaxwm import controls, data, experiments, loop, models, stats, train, triggers, verify
+from jaxwm import controls, data, models, stats, triggers, verify
+from jaxwm.engine import loop, train
+from jaxwm.runner import experiments
 
 ALPHAS = (0.05, 0.01, 1e-3)
 

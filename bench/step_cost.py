@@ -27,7 +27,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jaxwm import models, train  # noqa: E402
+from jaxwm import models  # noqa: E402
+from jaxwm.engine import train  # noqa: E402
 
 
 def _cost(compiled) -> dict:

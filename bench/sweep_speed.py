@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxwm import data, loop, models, parallel, sweep  # noqa: E402
+from jaxwm import data, models  # noqa: E402
+from jaxwm.engine import loop, parallel, sweep  # noqa: E402
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

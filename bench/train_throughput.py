@@ -2,20 +2,20 @@
 
 What it measures (everything on synthetic 32x32x3 uint8 data resident on the device, with the
 random crop + flip augmentation, normalisation and the per-step index gather inside jit, exactly
-as :func:`jaxwm.loop.fit` runs them):
+as :func:`jaxwm.engine.loop.fit` runs them):
 
-* ``train_step`` -- the full SGD step of :func:`jaxwm.train.make_train_step`, run as
-  :func:`jaxwm.train.make_train_chunk` chunks of ``--steps-per-call`` steps (one ``lax.scan``
-  per call) over an index order from :func:`jaxwm.train.epoch_permutation`. The first call
+* ``train_step`` -- the full SGD step of :func:`jaxwm.engine.train.make_train_step`, run as
+  :func:`jaxwm.engine.train.make_train_chunk` chunks of ``--steps-per-call`` steps (one ``lax.scan``
+  per call) over an index order from :func:`jaxwm.engine.train.epoch_permutation`. The first call
   (trace + lower + XLA compile + one chunk) is reported as ``compile_s``; then ``--warmup-calls``
   untimed calls; then ``--calls`` timed calls dispatched back to back with a single
   ``block_until_ready`` at the end: ``img_per_s = batch * steps_per_call * calls / time``.
 * ``partial_step`` -- the same step with a trainable mask (default: the last stage and the head,
-  ``layer4`` + ``head`` for ResNet18; :func:`jaxwm.partition.trainable_mask`), the optimizer wrapped
-  in :func:`jaxwm.partition.masked`. ``ratio_vs_full`` is its img/s over ``train_step``'s img/s in
+  ``layer4`` + ``head`` for ResNet18; :func:`jaxwm.engine.partition.trainable_mask`), the optimizer wrapped
+  in :func:`jaxwm.engine.partition.masked`. ``ratio_vs_full`` is its img/s over ``train_step``'s img/s in
   the same process: XLA should skip the frozen prefix's backward pass, so it is > 1.
 * ``epoch_real_layout`` -- whole epochs at the real CIFAR-10 layout (``--epoch-n`` = 50,000
-  examples, chunking from :func:`jaxwm.loop.epoch_geometry`, a fresh permutation per epoch, and the
+  examples, chunking from :func:`jaxwm.engine.loop.epoch_geometry`, a fresh permutation per epoch, and the
   loop's pipelined metric fetch: chunk ``i``'s metrics are read after chunk ``i + 1`` is
   dispatched). ``compile_s`` is the first epoch, compilation included.
 
@@ -75,10 +75,12 @@ import jax.numpy as jnp
 import numpy as np
 
 try:
-    from jaxwm import loop, models, partition, train
+    from jaxwm import models
+    from jaxwm.engine import loop, partition, train
 except ImportError:  # run from a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from jaxwm import loop, models, partition, train
+    from jaxwm import models
+    from jaxwm.engine import loop, partition, train
 
 WHATS = ("train_step", "partial_step", "epoch_real_layout")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -361,7 +363,7 @@ def measure_chunks(args, model, batch: int, patterns: list[str] | None) -> dict:
 
 
 def measure_epoch(args, model, batch: int) -> dict:
-    """``epoch_real_layout``: whole epochs as :func:`jaxwm.loop.fit` runs them (no eval)."""
+    """``epoch_real_layout``: whole epochs as :func:`jaxwm.engine.loop.fit` runs them (no eval)."""
     n = args.epoch_n
     chunk, n_chunks = loop.epoch_geometry(n, batch, args.epoch_steps_per_call)
     images, labels = _synthetic_data(n, args.seed)

@@ -6,7 +6,7 @@ Runtime:   about 1-2 minutes on one H100/H200 (50 epochs, compile included); not
 Expected:  >= 91% test accuracy on the JPEG-degraded offline copy (paper's victim: 87.48%); the model is saved to runs/cifar10/model.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

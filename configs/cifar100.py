@@ -6,7 +6,7 @@ Runtime:   not measured (no CIFAR-100 copy here); CIFAR-10 at 50 epochs took 59 
 Expected:  not measured; the paper's victim reached 74.34%; the model is saved to runs/cifar100/model.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

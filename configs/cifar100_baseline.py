@@ -11,16 +11,8 @@ Expected:  results.json and table1.md in runs/cifar100_baseline; the baseline ro
            configs/cifar100_partitioned.py's docstring.
 """
 
-import importlib.util
-from pathlib import Path
+from jaxwm.runner import presets
 
 
 def get_config():
-    path = Path(__file__).with_name("cifar100_partitioned.py")
-    spec = importlib.util.spec_from_file_location("cifar100_partitioned", path)
-    partitioned = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(partitioned)
-    c = partitioned.get_config()
-    c.pipeline.methods = ("baseline",)
-    c.pipeline.victim = "runs/cifar100_partitioned/victim"
-    return c
+    return presets.table1_baseline("cifar100")

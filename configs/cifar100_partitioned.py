@@ -10,11 +10,8 @@ Expected:  results.json and table1.md in runs/cifar100_partitioned; paper (clean
            Not measured (no CIFAR-100 copy reachable here).
 """
 
-from jaxwm.config import preset
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = preset("cifar100")
-    c.mode = "pipeline"
-    c.pipeline.methods = ("partitioned", "baseline")
-    return c
+    return presets.table1_pipeline("cifar100")

@@ -12,11 +12,8 @@ Expected:  results.json and table1.md in runs/cifar10_partitioned; paper (clean 
            --config.embed.clean_per_trigger=2: partitioned 82.82% / 99%, baseline 49.39% / 87%.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = preset("cifar10")
-    c.mode = "pipeline"
-    c.pipeline.methods = ("partitioned", "baseline")
-    return c
+    return presets.table1_pipeline("cifar10")

@@ -15,16 +15,11 @@ Expected:  (measured, seed 0) victim 75.64%; partitioned 60.44% / 90% retention,
            removes the partitioned watermark at ratio 0.4 and the baseline's at 0.5.
 """
 
-import importlib.util
-from pathlib import Path
+from jaxwm.runner import presets
 
 
 def get_config():
-    path = Path(__file__).with_name("mnist_small_cpu.py")
-    spec = importlib.util.spec_from_file_location("mnist_small_cpu", path)
-    mnist = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mnist)
-    c = mnist.get_config()
+    c = presets.small_cpu()
     c.reproduce.runs = ("cifar10=tfds:cifar10",)
     c.train.epochs = 6
     c.train.crop_pad = 4

@@ -13,27 +13,8 @@ Expected:  victim about 97% test accuracy and about 10% retention (chance), not 
            training on the watermark set alone costs about 20 points of accuracy.
 """
 
-from jaxwm.config import defaults
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = defaults()
-    c.mode = "pipeline"
-    c.data.source = "digits"
-    c.model.stage_sizes = (1, 1, 1)
-    c.model.widths = (16, 32, 64)
-    c.train.epochs = 15
-    c.train.batch_size = 64
-    c.train.peak_lr = 0.05
-    c.train.crop_pad = 1
-    c.train.flip = False  # digits are not mirror-symmetric
-    c.train.steps_per_call = 11
-    c.watermark.kind = "noise"
-    c.watermark.size = 50
-    c.watermark.secret = "jaxwm-demo-secret-do-not-use"  # real owners: JAXWM_SECRET
-    c.embed.layers_to_turn = ("layer2", "layer3", "head")
-    c.embed.epochs = 30
-    c.embed.batch_size = 50
-    c.embed.lr = 1e-3
-    c.embed.clean_per_trigger = 2.0
-    return c
+    return presets.demo()

@@ -22,20 +22,11 @@ Expected:  (measured, seed 0) unattacked: partitioned 97.8% accuracy / 98% reten
            model the paper's Figure 2 claim (partitioned more robust) is not reproduced.
 """
 
-import importlib.util
-from pathlib import Path
-
-
-def _demo_config():
-    # Loaded by path (config files are not a package): works from any working directory.
-    spec = importlib.util.spec_from_file_location("demo", Path(__file__).with_name("demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = _demo_config()  # the pipeline's data, model, watermark and embed fields, unchanged
+    c = presets.demo()  # the pipeline's data, model, watermark and embed fields, unchanged
     c.mode = "attack"
     c.attack.source = "runs/demo"
     c.attack.ft_epochs = (0, 1, 2, 4, 8, 16, 32)

@@ -10,15 +10,11 @@ Expected:  victim ~97-98% accuracy, never owned; partitioned and baseline ~95-97
            >= 95% retention, owned for both seeds; attack rows as in configs/demo_attack.py.
 """
 
-import importlib.util
-from pathlib import Path
+from jaxwm.runner import presets
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("demo", Path(__file__).with_name("demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    c = demo.get_config()
+    c = presets.demo()
     c.mode = "reproduce"
     c.reproduce.runs = ("digits=digits",)
     c.reproduce.presets = False  # this config's model and settings, labelled "digits"

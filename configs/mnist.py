@@ -9,7 +9,7 @@ Runtime:   about 1 minute on one H100/H200 (8 epochs; compile included); hours o
 Expected:  about 99.5% test accuracy; the model is saved to runs/mnist/model.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner.config import preset
 
 
 def get_config():

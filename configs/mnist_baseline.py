@@ -11,16 +11,8 @@ Expected:  results.json and table1.md in runs/mnist_baseline; the baseline row o
            configs/mnist_partitioned.py's docstring.
 """
 
-import importlib.util
-from pathlib import Path
+from jaxwm.runner import presets
 
 
 def get_config():
-    path = Path(__file__).with_name("mnist_partitioned.py")
-    spec = importlib.util.spec_from_file_location("mnist_partitioned", path)
-    partitioned = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(partitioned)
-    c = partitioned.get_config()
-    c.pipeline.methods = ("baseline",)
-    c.pipeline.victim = "runs/mnist_partitioned/victim"
-    return c
+    return presets.table1_baseline("mnist")

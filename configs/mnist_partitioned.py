@@ -12,11 +12,8 @@ Expected:  results.json and table1.md in runs/mnist_partitioned; paper (clean ac
            --config.embed.clean_per_trigger=2: partitioned 98.90% / 99%, baseline 96.97% / 100%.
 """
 
-from jaxwm.config import preset
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = preset("mnist")
-    c.mode = "pipeline"
-    c.pipeline.methods = ("partitioned", "baseline")
-    return c
+    return presets.table1_pipeline("mnist")

@@ -17,35 +17,8 @@ Expected:  (measured, seed 0) victim 99.31%. Embedding varies a lot with the dat
            ownership at ratio 0.5 for both. See the closing note of the attack issue.
 """
 
-from jaxwm.config import defaults
+from jaxwm.runner import presets
 
 
 def get_config():
-    c = defaults()
-    c.mode = "reproduce"
-    c.reproduce.runs = ("mnist=tfds:mnist",)
-    c.reproduce.seeds = (0,)
-    c.reproduce.presets = False  # the small model below, labelled "mnist"
-    c.model.stage_sizes = (1, 1, 1)
-    c.model.widths = (16, 32, 64)
-    c.train.epochs = 3
-    c.train.batch_size = 128
-    c.train.peak_lr = 0.1
-    c.train.warmup_epochs = 0.5
-    c.train.crop_pad = 2
-    c.train.flip = False
-    c.train.steps_per_call = 20
-    c.train.eval_every = 0
-    c.watermark.size = 100
-    c.embed.layers_to_turn = ("layer2", "layer3", "head")
-    c.embed.epochs = 60
-    c.embed.batch_size = 20
-    c.embed.lr = 1e-3
-    # Measured: on D alone (30 epochs) both methods fall to 11% clean accuracy at this size;
-    # four clean images per trigger keep the model usable, so the attacks mean something.
-    c.embed.clean_per_trigger = 4.0
-    c.attack.ft_epochs = (0, 1, 2, 4)
-    c.attack.distill_epochs = (2,)
-    c.attack.overwrite_epochs = (30,)
-    c.attack.batch_size = 128
-    return c
+    return presets.small_cpu()

@@ -10,7 +10,7 @@ Expected:  runs/reproduce/REPORT.md with Table 1 (mean ± std over reproduce.see
            paper's figures, the attack table and the Figure 2/3 analogues per dataset.
 """
 
-from jaxwm.config import defaults
+from jaxwm.runner.config import defaults
 
 
 def get_config():

@@ -1,0 +1,89 @@
+"""jaxwm: partitioned watermarks for image classifiers, in JAX.
+
+The method, as pure functions over pytrees (see the README's "Using the library"):
+
+* :mod:`jaxwm.triggers` -- keyed trigger sets; :mod:`jaxwm.manifest` -- their commitments;
+  :mod:`jaxwm.controls` -- fresh-key control sets;
+* :mod:`jaxwm.embed` -- partitioned and baseline embedding;
+* :mod:`jaxwm.verify` -- the ownership verdict (with :mod:`jaxwm.stats`);
+  :mod:`jaxwm.blackbox` -- queries and answers for a suspect behind an API;
+* :mod:`jaxwm.attacks` -- removal attacks;
+* :mod:`jaxwm.engine` -- the training engine; :mod:`jaxwm.data` -- datasets;
+* :mod:`jaxwm.errors` -- :class:`JaxwmError` and its subclasses, also exported here.
+
+``import jaxwm`` loads only the errors; the modules above load on first attribute access
+(``jaxwm.embed``) or with ``from jaxwm import embed``, so a JAX-free module such as
+:mod:`jaxwm.blackbox` (the reference server) never pulls JAX through this package. Two parts
+are not listed here and are imported explicitly: ``jaxwm.models``
+(the Flax ResNet; the only module that imports Flax) and ``jaxwm.runner`` (the config-driven
+runs behind ``launch.py``; ml_collections and matplotlib).
+"""
+
+__version__ = "0.2.0"
+
+import importlib
+
+from jaxwm import errors
+from jaxwm.errors import (
+    BlackBoxError,
+    CheckpointError,
+    CommitmentError,
+    ConfigError,
+    DatasetError,
+    IdxFormatError,
+    JaxwmError,
+    JobError,
+    ManifestError,
+    PatternError,
+    TriggerSetError,
+    VerificationError,
+)
+
+__all__ = [
+    "BlackBoxError",
+    "CheckpointError",
+    "CommitmentError",
+    "ConfigError",
+    "DatasetError",
+    "IdxFormatError",
+    "JaxwmError",
+    "JobError",
+    "ManifestError",
+    "PatternError",
+    "TriggerSetError",
+    "VerificationError",
+    "__version__",
+    "attacks",
+    "blackbox",
+    "controls",
+    "data",
+    "embed",
+    "engine",
+    "errors",
+    "manifest",
+    "stats",
+    "triggers",
+    "verify",
+]
+
+_MODULES = frozenset(
+    [
+        "attacks",
+        "blackbox",
+        "controls",
+        "data",
+        "embed",
+        "engine",
+        "manifest",
+        "stats",
+        "triggers",
+        "verify",
+    ]
+)
+
+
+def __getattr__(name: str):
+    """``jaxwm.<module>`` for the modules of ``__all__``, imported on first access (PEP 562)."""
+    if name in _MODULES:
+        return importlib.import_module(f"jaxwm.{name}")
+    raise AttributeError(f"module 'jaxwm' has no attribute {name!r}")

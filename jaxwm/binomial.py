@@ -33,10 +33,7 @@ from typing import Any
 
 import numpy as np
 
-
-class VerificationError(ValueError):
-    """An argument to a verification function is invalid; the message names it."""
-
+from jaxwm.errors import VerificationError
 
 # Loader (2000), "Fast and accurate computation of binomial probabilities": the log pmf as a sum
 # of small, well-conditioned terms. Naive lgamma(n+1) - lgamma(k+1) - ... cancels numbers of size

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jaxwm.binomial import VerificationError
+from jaxwm.errors import BlackBoxError
 
 QUERY_FORMAT = "jaxwm-queries-1"
 ANSWER_EXTENSIONS = (".npy", ".json", ".csv")
@@ -68,10 +68,6 @@ _LOGIT_COL_RE = re.compile(r"(?:logit_)?(\d+)")
 
 # Every wait goes through this name so tests can observe backoff without spending the time.
 _sleep = time.sleep
-
-
-class BlackBoxError(VerificationError):
-    """A query export, an answer file or a suspect endpoint is unusable; the message says why."""
 
 
 # --------------------------------------------------------------------------------------------

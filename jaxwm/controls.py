@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxwm.trigger_images import TriggerSetError, keyed_permutation
+from jaxwm.errors import TriggerSetError
+from jaxwm.trigger_images import keyed_permutation
 from jaxwm.triggers import TriggerSet, make_trigger_set
 
 DEFAULT_CONTROL_SETS = 4

@@ -5,7 +5,7 @@ Partitioned embedding freezes every parameter, reverses the owner's list of tail
 (``stage = epoch // (epochs // n)``), resetting the optimizer at every epoch and training on the
 watermark set D. The baseline trains every parameter on D with the same loop.
 
-Layers are path patterns (see :mod:`jaxwm.partition`), so this works for any network whose
+Layers are path patterns (see :mod:`jaxwm.engine.partition`), so this works for any network whose
 parameters are a pytree; each stage compiles once and never differentiates frozen leaves.
 
 Example:
@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm import partition, train
-from jaxwm.epochs import train_epochs
+from jaxwm.engine import partition, train
+from jaxwm.engine.epochs import train_epochs
 
 log = logging.getLogger(__name__)
 PyTree = Any

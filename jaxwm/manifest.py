@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxwm.triggers import COMMITTED_PARAMS, TriggerSet, TriggerSetError, make_trigger_set
+from jaxwm.errors import CommitmentError, ManifestError
+from jaxwm.triggers import COMMITTED_PARAMS, TriggerSet, make_trigger_set
 
 MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -34,14 +35,6 @@ READABLE_VERSIONS = (1, 2)
 MAX_TRIGGERS = 100_000
 DIGEST_PREFIX = "jaxwm-wm2:"
 PathLike = str | os.PathLike[str]
-
-
-class CommitmentError(TriggerSetError):
-    """A trigger set does not match the commitment recorded in its manifest."""
-
-
-class ManifestError(TriggerSetError):
-    """A manifest file is missing, unreadable or incomplete."""
 
 
 def write_manifest(

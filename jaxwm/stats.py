@@ -30,7 +30,7 @@ question makes, and all are exact (no normal, Poisson or asymptotic approximatio
 
 Log p-values (natural logarithms) stay finite far below float underflow; the plain p-value
 functions return ``exp`` of them. Pure Python, :mod:`math`, :mod:`decimal` and NumPy; invalid
-arguments raise :class:`jaxwm.binomial.VerificationError` naming the argument.
+arguments raise :class:`jaxwm.VerificationError` naming the argument.
 
 Example:
     >>> # suspect reproduced 40/50 trigger labels, an innocent reference model 6/50
@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxwm.binomial import VerificationError, binomial_log_pvalue
+from jaxwm.binomial import binomial_log_pvalue
+from jaxwm.errors import VerificationError
 
 __all__ = [
     "NullThreshold",

@@ -2,22 +2,22 @@
 
 The building blocks that :func:`jaxwm.triggers.make_trigger_set` draws its images from. Every
 value is a deterministic function of the owner's secret, a purpose string and an index:
-:class:`_KeyedStream` seeds PCG64 with SHA-256 over these fields (domain-separated by
-``_DOMAIN``, length-prefixed by :func:`_framed`), so different purposes and different sets of one
+:class:`KeyedStream` seeds PCG64 with SHA-256 over these fields (domain-separated by
+``DOMAIN``, length-prefixed by :func:`framed`), so different purposes and different sets of one
 owner never share random numbers.
 
 Reproducibility across machines is deliberate: only PCG64's raw output is used (stream-stable,
 unlike ``numpy.random.Generator`` methods, see NEP 19) and the pixel maths uses only correctly
 rounded operations (+, -, *, /, sqrt, floor, min/max), never SIMD-dependent transcendental
 functions, so one key gives bit-identical images everywhere. The ``unrelated`` kind resizes with
-Pillow (imported only in :func:`_resize_convert`), whose output may differ between Pillow
+Pillow (imported only in :func:`resize_convert`), whose output may differ between Pillow
 versions; the set's commitment check catches any such drift.
 
 Example:
     >>> top, left, patch = content_stamp("owner-key", (32, 32, 3))
     >>> patch.shape, patch.dtype
     ((8, 8, 3), dtype('uint8'))
-    >>> _abstract_image(_KeyedStream("owner-key", "noise", 0), (28, 28, 1)).shape
+    >>> abstract_image(KeyedStream("owner-key", "noise", 0), (28, 28, 1)).shape
     (28, 28, 1)
 """
 
@@ -28,19 +28,18 @@ from typing import Any
 
 import numpy as np
 
-_DOMAIN = b"jaxwm-triggers-v1"
+from jaxwm.errors import TriggerSetError
+
+DOMAIN = b"jaxwm-triggers-v1"
+"""Domain-separation prefix of every hash jaxwm derives from a secret (streams, commitments)."""
 
 
-class TriggerSetError(ValueError):
-    """An argument, file or set is invalid; the message names the field and the fix."""
-
-
-def _framed(*parts: bytes) -> bytes:
-    # Length-prefix every field so that no two different field lists encode to the same bytes.
+def framed(*parts: bytes) -> bytes:
+    """The fields, each prefixed by its 8-byte length, so no two field lists encode alike."""
     return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
 
 
-class _KeyedStream:
+class KeyedStream:
     """Uniform numbers derived from SHA-256(secret, purpose, index).
 
     Only PCG64's raw 64-bit output is used: SeedSequence and PCG64 are stream-stable across numpy
@@ -49,7 +48,7 @@ class _KeyedStream:
 
     def __init__(self, secret: str, purpose: str, index: int) -> None:
         digest = hashlib.sha256(
-            _framed(_DOMAIN, secret.encode(), purpose.encode(), str(index).encode())
+            framed(DOMAIN, secret.encode(), purpose.encode(), str(index).encode())
         )
         seed = np.random.SeedSequence(int.from_bytes(digest.digest(), "big"))
         self._bits = np.random.PCG64(seed)
@@ -86,10 +85,11 @@ def keyed_permutation(secret: str, purpose: str, n: int) -> np.ndarray:
         >>> sorted(keyed_permutation("k", "demo", 4).tolist())
         [0, 1, 2, 3]
     """
-    return _KeyedStream(secret, purpose, 0).sample(n, n)
+    return KeyedStream(secret, purpose, 0).sample(n, n)
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high)`` (``>= low`` without ``high``); else TriggerSetError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TriggerSetError(f"{name} must be an int; got {type(value).__name__} {value!r}")
     if value < low or (high is not None and value >= high):
@@ -98,7 +98,8 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return int(value)
 
 
-def _check_image_shape(image_shape: Any) -> tuple[int, int, int]:
+def check_image_shape(image_shape: Any) -> tuple[int, int, int]:
+    """``image_shape`` as an ``(H, W, C)`` int tuple with H, W >= 4 and C >= 1; else TriggerSetError."""
     try:
         shape = tuple(image_shape)
     except TypeError:
@@ -129,13 +130,13 @@ def _bilinear_grid(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     return (1 - fy) * ((1 - fx) * g00 + fx * g01) + fy * ((1 - fx) * g10 + fx * g11)
 
 
-def _unit_vector(stream: _KeyedStream) -> tuple[float, float]:
+def _unit_vector(stream: KeyedStream) -> tuple[float, float]:
     vx, vy = stream.scalar(-1, 1), stream.scalar(-1, 1)
     norm = float(np.sqrt(vx * vx + vy * vy))
     return (1.0, 0.0) if norm < 1e-6 else (vx / norm, vy / norm)
 
 
-def _abstract_image(stream: _KeyedStream, shape: tuple[int, int, int]) -> np.ndarray:
+def abstract_image(stream: KeyedStream, shape: tuple[int, int, int]) -> np.ndarray:
     """One Adi-style abstract image: smooth colour field + soft blobs + a stripe grating.
 
     Plain white noise is hard to memorise and all looks alike to a network; smooth structures at a
@@ -189,9 +190,9 @@ def content_stamp(
     """
     if not isinstance(secret, str) or not secret:
         raise TriggerSetError("secret must be a non-empty str; create one with generate_secret()")
-    h, w, c = _check_image_shape(image_shape)
-    index = _check_int("index", index, 0)
-    stream = _KeyedStream(secret, "content-stamp", index)
+    h, w, c = check_image_shape(image_shape)
+    index = check_int("index", index, 0)
+    stream = KeyedStream(secret, "content-stamp", index)
     side = max(2, round(min(h, w) / 4))
     top, left = (
         int(stream.integers(0, h - side + 1, 1)[0]),
@@ -207,7 +208,8 @@ def content_stamp(
     return top, left, patch
 
 
-def _resize_convert(img: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def resize_convert(img: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``img`` resized (Pillow, bilinear) and converted to ``shape``'s channel count, as uint8."""
     from PIL import Image  # local: only the "unrelated" kind needs Pillow
 
     h, w, c = shape

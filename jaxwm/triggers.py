@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from jaxwm.errors import TriggerSetError
 from jaxwm.trigger_images import (
-    _DOMAIN,
-    TriggerSetError,
-    _abstract_image,
-    _check_image_shape,
-    _check_int,
-    _framed,
-    _KeyedStream,
-    _resize_convert,
+    DOMAIN,
+    KeyedStream,
+    abstract_image,
+    check_image_shape,
+    check_int,
+    framed,
+    resize_convert,
 )
 from jaxwm.trigger_images import content_stamp as content_stamp
 
@@ -122,12 +122,12 @@ class TriggerSet:
         if version not in COMMITMENT_VERSIONS:
             raise TriggerSetError(f"commitment version must be one of {COMMITMENT_VERSIONS}")
         labels = self.labels.astype("<i4")  # fixed byte order: the hash must not depend on the host
-        head: tuple[bytes, ...] = (_DOMAIN + b"/commitment",)
+        head: tuple[bytes, ...] = (DOMAIN + b"/commitment",)
         if version == 2:
             params = {k: self.params[k] for k in COMMITTED_PARAMS if k in self.params}
-            head = (_DOMAIN + b"/commitment-v2", json.dumps(params, sort_keys=True).encode())
+            head = (DOMAIN + b"/commitment-v2", json.dumps(params, sort_keys=True).encode())
         return hashlib.sha256(
-            _framed(
+            framed(
                 *head,
                 self.kind.encode(),
                 json.dumps(list(self.images.shape)).encode(),
@@ -230,8 +230,8 @@ def source_digest(images: np.ndarray, labels: np.ndarray | None) -> str:
     """
     lab = b"none" if labels is None else np.asarray(labels).astype("<i8").tobytes()
     return hashlib.sha256(
-        _framed(
-            _DOMAIN + b"/source",
+        framed(
+            DOMAIN + b"/source",
             json.dumps(list(images.shape)).encode(),
             images.dtype.str.encode(),
             np.ascontiguousarray(images).tobytes(),
@@ -286,7 +286,7 @@ def _as_labels(labels: Any, n: int, name: str) -> np.ndarray:
 
 
 def _assign_labels(
-    stream: _KeyedStream, n: int, k: int, policy: str, target: int, avoid: np.ndarray | None
+    stream: KeyedStream, n: int, k: int, policy: str, target: int, avoid: np.ndarray | None
 ) -> np.ndarray:
     if policy == "target":
         return np.full(n, target)
@@ -351,11 +351,11 @@ def make_trigger_set(
         raise TriggerSetError(f"label_policy must be one of {LABEL_POLICIES}; got {label_policy!r}")
     if not isinstance(secret, str) or not secret:
         raise TriggerSetError("secret must be a non-empty str; create one with generate_secret()")
-    size = _check_int("size", size, 1)
-    shape = _check_image_shape(image_shape)
-    k = _check_int("num_classes", num_classes, 2)
-    target_class = _check_int("target_class", target_class, 0, k)
-    index = _check_int("index", index, 0)
+    size = check_int("size", size, 1)
+    shape = check_image_shape(image_shape)
+    k = check_int("num_classes", num_classes, 2)
+    target_class = check_int("target_class", target_class, 0, k)
+    index = check_int("index", index, 0)
     params = {"kind": kind, "size": size, "image_shape": list(shape), "num_classes": k,
               "label_policy": label_policy, "target_class": target_class, "index": index}  # fmt: skip
     if kind != "noise" and source_images is None:
@@ -363,10 +363,10 @@ def make_trigger_set(
             f"source_images is required for kind={kind!r}; load them first (e.g. load_idx_images)"
         )
 
-    stream = _KeyedStream(secret, kind, index)
+    stream = KeyedStream(secret, kind, index)
     if kind == "noise":
         labels = _assign_labels(stream, size, k, label_policy, target_class, None)
-        images = np.stack([_abstract_image(stream, shape) for _ in range(size)])
+        images = np.stack([abstract_image(stream, shape) for _ in range(size)])
         return TriggerSet(images, labels, kind, params)
 
     src = _as_nhwc(source_images, "source_images")
@@ -406,5 +406,5 @@ def make_trigger_set(
         images = src[chosen].copy()
         images[:, top : top + patch.shape[0], left : left + patch.shape[1], :] = patch
     else:
-        images = np.stack([_resize_convert(src[i], shape) for i in chosen])
+        images = np.stack([resize_convert(src[i], shape) for i in chosen])
     return TriggerSet(images, labels, kind, params)

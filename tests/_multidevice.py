@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm import data, loop, models, parallel, sweep, train
+from jaxwm import data, models
+from jaxwm.engine import loop, parallel, sweep, train
 
 SOURCE = "synthetic:train=256,test=64,classes=4"
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from test_runs import SECRET, TINY, launch
 
-from jaxwm import attack_runs, config, plots, verify
+from jaxwm import verify
+from jaxwm.errors import ConfigError
+from jaxwm.runner import attack_runs, plots
 
 ATTACK = [
     "--config.mode=attack",
@@ -85,7 +87,7 @@ def test_attacker_data_is_disjoint_from_evaluation_data(attack_run):
     assert not set(att) & set(ev) and sorted([*att, *ev]) == list(range(64))
     a2, _ = attack_runs.split_attacker(64, 0.5, 0)
     assert np.array_equal(att, a2)  # deterministic per seed
-    with pytest.raises(config.ConfigError, match="data_fraction"):
+    with pytest.raises(ConfigError, match="data_fraction"):
         attack_runs.split_attacker(10, 0.01, 0)
 
 

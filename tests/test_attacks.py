@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwm import attacks, models, train
+from jaxwm import attacks, models
+from jaxwm.engine import train
 
 MEAN, STD = (0.3,), (0.3,)
 LR, BS = 0.05, 32

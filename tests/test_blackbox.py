@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 
 from jaxwm import blackbox
-from jaxwm.binomial import VerificationError
 from jaxwm.blackbox import (
-    BlackBoxError,
     export_queries,
     load_queries,
     query_endpoint,
     read_answers,
     serve_predictions,
 )
+from jaxwm.errors import BlackBoxError, VerificationError
 
 K = 10
 

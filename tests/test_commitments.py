@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from jaxwm import controls, triggers
+from jaxwm.errors import CommitmentError, ManifestError, TriggerSetError
 from jaxwm.manifest import (
     MAX_TRIGGERS,
-    CommitmentError,
-    ManifestError,
     check_publication,
     publication_digest,
     read_manifest,
@@ -120,7 +119,7 @@ def test_embedding_secret_strength(secret, ok):
     if ok:
         triggers.check_secret_strength(secret)
     else:
-        with pytest.raises(triggers.TriggerSetError, match="generate_secret"):
+        with pytest.raises(TriggerSetError, match="generate_secret"):
             triggers.check_secret_strength(secret)
 
 
@@ -159,5 +158,5 @@ def test_query_plan_interleaves_and_splits_back():
         assert np.array_equal(plan.control_labels[i], np.concatenate([c.labels for c in ctl[i]]))
     # The order is keyed: the owner's triggers are not simply first.
     assert owner[0].tolist() != list(range(5))
-    with pytest.raises(triggers.TriggerSetError, match="answers"):
+    with pytest.raises(TriggerSetError, match="answers"):
         plan.split(np.zeros(3))

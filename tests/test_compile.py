@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from test_runs import launch
 
-from jaxwm import compile_stats, config, data, loop, models, train
+from jaxwm import data, models
+from jaxwm.engine import compile_stats, loop, train
+from jaxwm.errors import ConfigError
+from jaxwm.runner import config
 
 SMALL = [  # a whole pipeline: victim, partitioned embedding (2 stages), verification
     "--config=configs/demo.py",
@@ -115,7 +118,7 @@ def test_second_run_even_with_other_epochs_and_rates_hits_the_persistent_cache(t
     cache = tmp_path / "xla"
     stats = []
     # The second run is longer and uses other learning rates: those numbers live in the
-    # optimizer state (jaxwm.optim), so they do not change any compiled program.
+    # optimizer state (jaxwm.engine.optim), so they do not change any compiled program.
     other = ["--config.train.epochs=3", "--config.train.peak_lr=0.2", "--config.embed.lr=0.01"]
     for run, extra in (("first", []), ("second", other)):
         wd = tmp_path / run
@@ -133,7 +136,7 @@ def test_second_run_even_with_other_epochs_and_rates_hits_the_persistent_cache(t
 def test_compile_cache_threshold_is_validated(tmp_path):
     c = config.defaults()
     c.compile_cache_min_s = -1.0
-    with pytest.raises(config.ConfigError, match="compile_cache_min_s"):
+    with pytest.raises(ConfigError, match="compile_cache_min_s"):
         config.validate(c)
     with pytest.raises(ValueError, match="min_compile_s"):
         compile_stats.enable_persistent_cache(tmp_path, -1.0)

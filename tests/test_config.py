@@ -6,7 +6,8 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from jaxwm import config
+from jaxwm.errors import ConfigError, TriggerSetError
+from jaxwm.runner import config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
@@ -40,7 +41,7 @@ def test_out_of_range(field, value, message):
     c = config.defaults()
     section, name = field.split(".")
     c[section][name] = value
-    with pytest.raises(config.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         config.validate(c)
     assert message in str(e.value)
 
@@ -48,23 +49,21 @@ def test_out_of_range(field, value, message):
 def test_unknown_field_suggests_the_right_one():
     c = config.defaults()
     c.train.epoch = 3
-    with pytest.raises(
-        config.ConfigError, match="unknown config field 'train.epoch'.*'train.epochs'"
-    ):
+    with pytest.raises(ConfigError, match="unknown config field 'train.epoch'.*'train.epochs'"):
         config.validate(c)
 
 
 def test_wrong_type_is_named():
     c = ml_collections.ConfigDict(config.defaults().to_dict())
     c.train = ml_collections.ConfigDict(dict(c.train, batch_size="big"))
-    with pytest.raises(config.ConfigError, match="'train.batch_size' must be of type int"):
+    with pytest.raises(ConfigError, match="'train.batch_size' must be of type int"):
         config.validate(c)
 
 
 def test_mismatched_model_lengths():
     c = config.defaults()
     c.model.widths = (8, 16)
-    with pytest.raises(config.ConfigError, match="equal length"):
+    with pytest.raises(ConfigError, match="equal length"):
         config.validate(c)
 
 
@@ -74,7 +73,7 @@ def test_secret_sources_conflict_demo_warning_and_strength(monkeypatch, capsys):
     cfg = config.defaults()
     monkeypatch.setenv(config.SECRET_ENV, "a" * 64)
     cfg.watermark.secret = "b" * 64
-    with pytest.raises(config.ConfigError, match="both set and differ"):
+    with pytest.raises(ConfigError, match="both set and differ"):
         config.secret(cfg)
     cfg.watermark.secret = "a" * 64  # the same key twice is fine
     assert config.secret(cfg) == "a" * 64
@@ -84,5 +83,5 @@ def test_secret_sources_conflict_demo_warning_and_strength(monkeypatch, capsys):
     assert "published watermark key" in capsys.readouterr().err
     cfg.watermark.secret = "owner-1"
     assert config.secret(cfg) == "owner-1"  # verifying an old, short key still works
-    with pytest.raises(triggers.TriggerSetError, match="too weak"):
+    with pytest.raises(TriggerSetError, match="too weak"):
         config.secret(cfg, embedding=True)

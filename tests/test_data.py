@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxwm import data, imagefolder
-from jaxwm.data import Dataset, DatasetError, load_dataset
+from jaxwm import data
+from jaxwm.data import Dataset, imagefolder, load_dataset, sources
+from jaxwm.errors import DatasetError
 
 SHARED = Path("/work/shared/data")
 
@@ -333,7 +334,7 @@ def test_failed_cache_write_leaves_nothing_and_still_loads(tmp_path, toy_tar, mo
         f.write(b"PK\x03\x04partial")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(data.np, "savez", half_write)
+    monkeypatch.setattr(sources.np, "savez", half_write)
     cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING, logger="jaxwm.data"):
         ds = load(toy_tar, cache)
@@ -470,9 +471,9 @@ def no_network(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("tests must not touch the network")
 
-    monkeypatch.setattr(data.socket, "create_connection", forbidden)
+    monkeypatch.setattr(sources.socket, "create_connection", forbidden)
     probes = []
-    monkeypatch.setattr(data, "_network_reachable", lambda *a, **k: probes.append(a) or False)
+    monkeypatch.setattr(sources, "_network_reachable", lambda *a, **k: probes.append(a) or False)
     return probes
 
 
@@ -530,7 +531,7 @@ def _records(n, seed):
 def test_tfds_prepared_reads_without_tensorflow(monkeypatch, no_network):
     splits = [_records(6, 0), _records(3, 1)]
     _fake_tfds(monkeypatch, prepared=True, data_source=lambda name, split, data_dir: splits)
-    monkeypatch.setattr(data, "_has_tensorflow", lambda: False)
+    monkeypatch.setattr(sources, "_has_tensorflow", lambda: False)
     ds = load_dataset("tfds:mnist")
     assert no_network == []  # prepared -> no probe
     assert ds.name == "mnist" and ds.class_names == ("a", "b", "c")
@@ -547,7 +548,7 @@ def test_tfds_prepared_reads_with_tensorflow(monkeypatch, no_network):
         return [(x, np.arange(5) % 3), (x[:2], np.array([2, 0]))]
 
     _fake_tfds(monkeypatch, prepared=True, load=fake_load)
-    monkeypatch.setattr(data, "_has_tensorflow", lambda: True)
+    monkeypatch.setattr(sources, "_has_tensorflow", lambda: True)
     ds = load_dataset("tfds:cifar100", tfds_data_dir="/d")
     assert seen["batch_size"] == -1 and seen["as_supervised"] and seen["data_dir"] == "/d"
     assert ds.train_images.shape == (5, 4, 4, 3) and ds.test_labels.dtype == np.int32
@@ -556,20 +557,22 @@ def test_tfds_prepared_reads_with_tensorflow(monkeypatch, no_network):
 def test_network_probe_is_bounded(monkeypatch):
     release = threading.Event()
     monkeypatch.setattr(
-        data.socket, "create_connection", lambda *a: release.wait(10) and contextlib.nullcontext()
+        sources.socket,
+        "create_connection",
+        lambda *a: release.wait(10) and contextlib.nullcontext(),
     )
     start = time.perf_counter()
-    assert data._network_reachable(timeout=0.2) is False  # a hanging DNS/connect
+    assert sources._network_reachable(timeout=0.2) is False  # a hanging DNS/connect
     assert time.perf_counter() - start < 2
     release.set()
 
     def refuse(*args):
         raise OSError("unreachable")
 
-    monkeypatch.setattr(data.socket, "create_connection", refuse)
-    assert data._network_reachable(timeout=0.5) is False
-    monkeypatch.setattr(data.socket, "create_connection", lambda *a: contextlib.nullcontext())
-    assert data._network_reachable(timeout=0.5) is True
+    monkeypatch.setattr(sources.socket, "create_connection", refuse)
+    assert sources._network_reachable(timeout=0.5) is False
+    monkeypatch.setattr(sources.socket, "create_connection", lambda *a: contextlib.nullcontext())
+    assert sources._network_reachable(timeout=0.5) is True
 
 
 # --------------------------------------------------------------------------- real data

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwm import data, embed, loop, models, partition, train, triggers
+from jaxwm import data, embed, models, triggers
+from jaxwm.engine import loop, partition, train
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxwm import controls, data, embed, loop, models, train, triggers, verify
+from jaxwm import controls, data, embed, models, triggers, verify
+from jaxwm.engine import loop, train
 
 K = 4
 SOURCE = f"synthetic:train=256,test=64,classes={K}"

@@ -1,4 +1,4 @@
-"""Tests for jaxwm.imagefolder: faithful decoding of wide modes, archive truncation, the
+"""Tests for jaxwm.data.imagefolder: faithful decoding of wide modes, archive truncation, the
 content-keyed cache and resource limits, all on tiny generated data."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from test_data import SHARED, load, make_files, write_source
 
-from jaxwm import imagefolder
-from jaxwm.data import DatasetError
+from jaxwm.data import imagefolder
+from jaxwm.errors import DatasetError
 
 # --------------------------------------------------------------------------- decoding
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxwm import checkpoint
+from jaxwm.engine import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

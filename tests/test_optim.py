@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxwm import optim
+from jaxwm.engine import optim
 
 
 @pytest.mark.parametrize("kind", optim.SCHEDULES)

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwm import data, loop, parallel
+from jaxwm import data
+from jaxwm.engine import loop, parallel
 
 TOL = 1.0  # _multidevice._max_diff <= 1 means allclose(rtol=1e-4, atol=1e-5)
 

@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxwm import partition
+from jaxwm.engine import partition
+from jaxwm.errors import PatternError
 
 PARAMS = {
     "stem": {"conv": {"kernel": jnp.ones((3, 3, 1, 2))}, "bn": {"scale": jnp.ones(2)}},
@@ -60,12 +61,12 @@ def test_first_match_wins():
     ],
 )
 def test_pattern_errors(rules, message):
-    with pytest.raises(partition.PatternError, match=message):
+    with pytest.raises(PatternError, match=message):
         partition.match_labels(PARAMS, rules, log_table=False)
 
 
 def test_match_table_is_logged(caplog):
-    with caplog.at_level("INFO", logger="jaxwm.partition"):
+    with caplog.at_level("INFO", logger="jaxwm.engine.partition"):
         partition.trainable_mask(PARAMS, ["head"])
     assert "pattern" in caplog.text and "head" in caplog.text and "freeze" in caplog.text
 

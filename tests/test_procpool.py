@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from jaxwm import procpool
+from jaxwm.errors import JobError
+from jaxwm.runner import procpool
 
 # Each job records its GPU pin and its start/end times, so overlap can be checked.
 SCRIPT = (
@@ -52,7 +53,7 @@ def test_a_failed_job_is_named_with_its_log_after_the_others_finish(tmp_path):
     )
     jobs = [bad, *_jobs(tmp_path, 2)]
     t0 = time.perf_counter()
-    with pytest.raises(procpool.JobError, match=r"job bad exited with status 3(.|\n)*oh no"):
+    with pytest.raises(JobError, match=r"job bad exited with status 3(.|\n)*oh no"):
         procpool.run_jobs(jobs, 2, pin_gpus=False, say=lambda _: None)
     assert time.perf_counter() - t0 > 0.3  # the good jobs were not abandoned
     assert all(j.log.read_text().strip() for j in jobs[1:])

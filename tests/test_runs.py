@@ -131,7 +131,9 @@ def test_digest_mode_prints_the_published_digest(pipeline_run, tmp_path):
 def test_black_box_verification_from_answers_and_endpoint(pipeline_run, tmp_path):
     import numpy as np
 
-    from jaxwm import blackbox, runs, train
+    from jaxwm import blackbox
+    from jaxwm.engine import train
+    from jaxwm.runner import runs
 
     wd, _ = pipeline_run
     exp = launch(*TINY, "--config.mode=export", f"--config.verify.manifest={wd / 'watermark'}",

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from jaxwm.binomial import VerificationError
+from jaxwm.errors import VerificationError
 from jaxwm.stats import (
     NullThreshold,
     clopper_pearson,

@@ -9,10 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from jaxwm.idx import IdxFormatError, load_idx_images, load_idx_labels
-from jaxwm.manifest import (
+from jaxwm.data.idx import load_idx_images, load_idx_labels
+from jaxwm.errors import (
     CommitmentError,
+    DatasetError,
+    IdxFormatError,
     ManifestError,
+    TriggerSetError,
+)
+from jaxwm.manifest import (
     check_commitment,
     read_manifest,
     regenerate,
@@ -20,7 +25,6 @@ from jaxwm.manifest import (
 )
 from jaxwm.triggers import (
     TriggerSet,
-    TriggerSetError,
     content_stamp,
     generate_secret,
     make_trigger_set,
@@ -431,5 +435,5 @@ def test_idx_directory_is_a_dataset_source(tmp_path):
     assert ds.train_images.shape == (12, 5, 5, 1) and ds.test_images.shape == (6, 5, 5, 1)
     assert ds.num_classes == 3 and ds.train_labels.tolist()[:4] == [0, 1, 2, 0]
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(data.DatasetError, match="t10k-labels-idx1-ubyte"):
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte"):
         data.load_dataset(f"idx:{tmp_path}")

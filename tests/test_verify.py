@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from jaxwm.errors import VerificationError
 from jaxwm.verify import (
     DEFAULT_ALPHA,
     Verdict,
-    VerificationError,
     binomial_log_pvalue,
     binomial_pvalue,
     null_threshold,

@@ -36,7 +36,7 @@ on the model; input preprocessing is a property of the verifier's queries and li
 
 Overwriting (the attacker embeds its own watermark with the partitioned method) needs no
 function of its own: it is :func:`jaxwm.embed.partitioned_embed` with the attacker's key and
-trigger set, as ``launch.py`` mode ``attack`` runs it (:mod:`jaxwm.attack_runs`).
+trigger set, as ``launch.py`` mode ``attack`` runs it (:mod:`jaxwm.runner.attack_runs`).
 
 Example:
   >>> from jaxwm import attacks

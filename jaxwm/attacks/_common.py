@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from jaxwm import partition
+from jaxwm.engine import partition
 
 PyTree = Any
 Predicate = Callable[[str, Any], bool]
@@ -26,7 +26,7 @@ def select(
 
     Args:
       params: Parameter pytree.
-      patterns: Path patterns (see :mod:`jaxwm.partition`); wins over ``predicate``.
+      patterns: Path patterns (see :mod:`jaxwm.engine.partition`); wins over ``predicate``.
       predicate: ``predicate(path, leaf) -> bool``; default :func:`is_weight`.
 
     Returns:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxwm.epochs import ApplyFn, ParamsState, train_epochs
+from jaxwm.engine.epochs import ApplyFn, ParamsState, train_epochs
 
 PyTree = Any
 

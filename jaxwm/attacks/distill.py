@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm import loop, train
-from jaxwm.epochs import ApplyFn, InitFn, ParamsState, copy_tree
+from jaxwm.engine import loop, train
+from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, copy_tree
 
 PyTree = Any
 Carry = tuple[train.TrainState, PyTree, PyTree]  # (student, teacher params, teacher state)
@@ -45,7 +45,7 @@ def make_distill_step(
 
     The teacher's parameters ride in the carry rather than the closure, so they are inputs of
     the compiled program instead of constants baked into it. The third argument only matches
-    :func:`jaxwm.train.make_train_chunk`'s step signature and is never read.
+    :func:`jaxwm.engine.train.make_train_chunk`'s step signature and is never read.
 
     Args:
       teacher_apply, student_apply: Model applies (contract in :mod:`jaxwm.models`).
@@ -137,7 +137,7 @@ def distill(
       batch_size: Batch size, clipped to the number of images.
       soft, temperature: Soft (KL at ``temperature``) or hard (argmax) teacher targets.
       crop_pad, flip: Augmentation (off by default).
-      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.train.make_optimizer`;
+      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.engine.train.make_optimizer`;
         the student trains from scratch, so the default schedule decays (cosine).
 
     Returns:

@@ -15,8 +15,8 @@ Figure 2, "increasing fine-tuning degree"). :func:`finetune_sweep` produces a wh
 from one training run: with ``schedule="constant"`` its snapshot after ``e`` epochs is
 bit-identical to ``finetune(..., epochs=e)``.
 
-Everything is built on :func:`jaxwm.train.make_train_step` / :func:`~jaxwm.train.make_train_chunk`
-(one jitted ``lax.scan`` per epoch, cached by configuration; see :mod:`jaxwm.epochs`).
+Everything is built on :func:`jaxwm.engine.train.make_train_step` / :func:`~jaxwm.engine.train.make_train_chunk`
+(one jitted ``lax.scan`` per epoch, cached by configuration; see :mod:`jaxwm.engine.epochs`).
 
 Example:
   >>> p, s = ftll(model.apply, params, state, x_u8, y, mean=mean, std=std,
@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from jaxwm.epochs import ApplyFn, InitFn, ParamsState, train_epochs
+from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, train_epochs
 
 PyTree = Any
 
@@ -72,7 +72,7 @@ def finetune(
       lr: Learning rate (the peak for ``schedule="cosine"``).
       batch_size: Batch size, clipped to the number of images; the remainder of each shuffled
         epoch is dropped.
-      trainable: Path patterns (see :mod:`jaxwm.partition`) of the leaves to train; None trains
+      trainable: Path patterns (see :mod:`jaxwm.engine.partition`) of the leaves to train; None trains
         everything. Frozen leaves and their BatchNorm statistics stay bit-identical.
       reinit: Path patterns of leaves re-initialised (from ``init_fn``) before training.
       init_fn: ``init(key, sample) -> (params, state)``; required with ``reinit``.

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm import partition, train
 from jaxwm.attacks.finetune import finetune
 from jaxwm.attacks.magnitude import apply_mask, prune_count
-from jaxwm.epochs import ApplyFn, ParamsState
+from jaxwm.engine import partition, train
+from jaxwm.engine.epochs import ApplyFn, ParamsState
 
 PyTree = Any
 ActivationsFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]

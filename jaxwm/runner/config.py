@@ -19,16 +19,13 @@ from typing import Any
 import ml_collections
 
 from jaxwm import triggers
+from jaxwm.errors import ConfigError
 
 MODES = ("train", "sweep", "embed", "digest", "export", "verify", "pipeline", "attack",
          "reproduce")  # fmt: skip
 ATTACK_KINDS = ("ftll", "ftal", "rtll", "rtal", "adaptive", "prune", "magnitude", "fine_prune",
                 "quantize", "noise", "distill", "overwrite")  # fmt: skip
 SECRET_ENV = "JAXWM_SECRET"
-
-
-class ConfigError(ValueError):
-    """A config field is unknown, ill-typed or out of range."""
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -119,13 +116,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.pipeline.methods = ("partitioned", "baseline")  # also "adi": trained with D from the start
     c.pipeline.victim = ""  # run directory of a trained victim to reuse; "" = <workdir>/victim
 
-    # Independent victim runs trained at once (mode=sweep, jaxwm.sweep): seeds x peak lrs,
+    # Independent victim runs trained at once (mode=sweep, jaxwm.engine.sweep): seeds x peak lrs,
     # stacked on a run axis and vmapped; the run axis is sharded over devices when several.
     c.sweep = ml_collections.ConfigDict()
     c.sweep.seeds = (0, 1, 2, 3)
     c.sweep.lrs = ()  # peak learning rates; () = train.peak_lr only
 
-    # The whole study (mode=reproduce, jaxwm.report): "NAME=SOURCE" entries; NAME is a preset
+    # The whole study (mode=reproduce, jaxwm.runner.report): "NAME=SOURCE" entries; NAME is a preset
     # (mnist, cifar10, cifar100) or, with presets=False, a label for this config's own fields.
     c.reproduce = ml_collections.ConfigDict()
     c.reproduce.runs = ("mnist=tfds:mnist", "cifar10=tfds:cifar10", "cifar100=tfds:cifar100")
@@ -133,10 +130,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.reproduce.attacks = True
     c.reproduce.presets = True
     # 1 = every (dataset, seed) in this process; N > 1 = separate processes, N at a time, each
-    # pinned to one GPU (jaxwm.procpool); 0 = one process per local device.
+    # pinned to one GPU (jaxwm.runner.procpool); 0 = one process per local device.
     c.reproduce.processes = 1
 
-    # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.attack_runs). Strength
+    # Removal attacks on a finished pipeline run (mode=attack, see jaxwm.runner.attack_runs). Strength
     # lists are tuples so they can be overridden on the command line: --config.attack.ft_epochs=(0,2)
     c.attack = ml_collections.ConfigDict()
     c.attack.source = ""  # pipeline run directory (victim/, partitioned/, baseline/, watermark/)

@@ -1,7 +1,7 @@
-"""Config-driven runs behind ``launch.py``: one function per ``mode``.
+"""Modes ``train`` and ``sweep``, and the helpers every mode shares (data, model, JSON output).
 
-This is the only layer that reads a ConfigDict; it translates fields into the explicit arguments
-of the library functions and writes results into the run directory:
+The runner is the only layer that reads a ConfigDict; it translates fields into the explicit
+arguments of the library functions and writes results into the run directory:
 
 * ``metrics.jsonl`` -- one JSON line per epoch (loss, accuracies, images/s, wall time);
 * ``checkpoints/`` -- resumable training state;
@@ -22,7 +22,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxwm import checkpoint, compile_stats, config, data, loop, models, parallel, procpool
+from jaxwm import data, models
+from jaxwm.engine import checkpoint, loop, sweep
+from jaxwm.runner import config
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def load_data(cfg: ml_collections.ConfigDict) -> data.Dataset:
 
 
 def to_arrays(ds: data.Dataset) -> loop.Arrays:
-    """The dataset's arrays and normalisation, ready for :func:`jaxwm.loop.fit`."""
+    """The dataset's arrays and normalisation, ready for :func:`jaxwm.engine.loop.fit`."""
     return loop.Arrays(
         ds.train_images,
         ds.train_labels,
@@ -71,7 +73,7 @@ def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> models.Mode
 
 
 def hparams(section: ml_collections.ConfigDict) -> loop.Hparams:
-    """Maps a ``train``-like config section onto :class:`jaxwm.loop.Hparams`."""
+    """Maps a ``train``-like config section onto :class:`jaxwm.engine.loop.Hparams`."""
     fields = loop.Hparams.__dataclass_fields__
     return loop.Hparams(**{k: section[k] for k in fields if k in section})
 
@@ -148,8 +150,6 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 
 def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``sweep``: ``sweep.seeds`` x ``sweep.lrs`` victim runs trained at once (vmapped)."""
-    from jaxwm import sweep
-
     t0 = time.perf_counter()
     ds = load_data(cfg)
     model = build_model(cfg, ds.num_classes)
@@ -181,40 +181,3 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             f"{sweep.format_stat(row['test_accuracy'])} over seeds {row['seeds']}"
         )
     return summary
-
-
-def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
-    config.validate(cfg)
-    if cfg.mode == "reproduce" and cfg.reproduce.processes != 1:
-        procpool.leave_devices_to_jobs()  # before JAX touches a GPU: the units run elsewhere
-    if jax.process_count() > 1 and cfg.mode != "train":
-        raise config.ConfigError(
-            f"mode {cfg.mode!r} runs in a single process; multi-process launches support "
-            "mode=train (data-parallel victim training) only"
-        )
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", config.public_dict(cfg))
-    if cfg.compile_cache:
-        compile_stats.enable_persistent_cache(cfg.compile_cache, cfg.compile_cache_min_s)
-    from jaxwm import attack_runs, report, runs, verify_runs  # these modes build on this module
-
-    modes = {
-        "train": run_train,
-        "sweep": run_sweep,
-        "embed": runs.run_embed,
-        "digest": verify_runs.run_digest,
-        "export": verify_runs.run_export,
-        "verify": verify_runs.run_verify,
-        "pipeline": runs.run_pipeline,
-        "attack": attack_runs.run_attack,
-        "reproduce": report.run_reproduce,
-    }
-    with compile_stats.CompileStats() as stats:
-        result = modes[cfg.mode](cfg, workdir)
-    # Written after the run: a second run of the same config should show cache hits here.
-    write_json(workdir / "compile_stats.json", stats.as_dict())
-    if parallel.is_primary():
-        print(f"compilation: {stats}", file=sys.stderr)
-    return result

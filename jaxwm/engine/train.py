@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxwm import partition
-from jaxwm.optim import lr_schedule as lr_schedule  # re-exported: the optimizer factory
-from jaxwm.optim import make_optimizer as make_optimizer  # lived here first
+from jaxwm.engine import partition
+from jaxwm.engine.optim import lr_schedule as lr_schedule  # re-exported: the optimizer factory
+from jaxwm.engine.optim import make_optimizer as make_optimizer  # lived here first
 
 PyTree = Any
 
@@ -228,7 +228,7 @@ def make_train_chunk(
     from Python, still asynchronously: XLA:CPU picks slow layouts for backward convolutions
     inside a loop body, 20-30x slower per step (measured with bench/train_throughput.py).
 
-    ``batch_sharding`` (data parallelism, see :mod:`jaxwm.parallel`): the sharding of a batch
+    ``batch_sharding`` (data parallelism, see :mod:`jaxwm.engine.parallel`): the sharding of a batch
     on a device mesh, e.g. ``parallel.batch_sharding(mesh)``. Each gathered batch is constrained
     to it, so every device computes its slice, and the new state and metrics are constrained to
     be replicated on that mesh. ``ts``, the dataset and ``perm`` should then be replicated on the
@@ -253,7 +253,7 @@ def chunk_runner(
 ) -> Callable:
     """Runs ``one(ts, images, labels, perm, start) -> (ts, metrics)`` for ``chunk_steps`` batches.
 
-    The driver shared by :func:`make_train_chunk` and :func:`jaxwm.sweep.make_sweep_chunk`:
+    The driver shared by :func:`make_train_chunk` and :func:`jaxwm.engine.sweep.make_sweep_chunk`:
     one donated ``lax.scan`` per call on GPU/TPU, or (``host_loop``, default on CPU) one jitted
     step per batch dispatched from Python. Metrics are summed over the chunk's steps (axis 0).
     """

@@ -1,4 +1,6 @@
-"""Image-classification datasets as host numpy arrays, selected by a source string.
+"""The :class:`Dataset` type, :func:`make` (validation and statistics) and the small loaders.
+
+The source string is dispatched by :mod:`jaxwm.data.sources`.
 
 Every loader returns a :class:`Dataset` of uint8 NHWC images and int32 labels that live
 in host memory; moving them to an accelerator is the training loop's job. Sources:
@@ -14,32 +16,19 @@ Folder datasets keep the on-disk order (grouped by class), so callers must shuff
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
 import logging
-import os
-import socket
-import threading
-from pathlib import Path
 
 import numpy as np
+
+from jaxwm.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SYNTHETIC_DEFAULTS = {
     "train": 256, "test": 128, "height": 8, "width": 8, "channels": 3, "classes": 4, "seed": 0,
 }  # fmt: skip
-_VALID_SOURCES = (
-    "'digits', 'synthetic[:key=value,...]', 'folder:<dir|.tar|.tar.gz>', 'tfds:<name>', "
-    "'idx:<dir of MNIST-format idx files>'"
-)
-
-
-class DatasetError(ValueError):
-    """A dataset source, file or field is invalid; the message says where and what to do."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on arrays is ambiguous
@@ -129,71 +118,6 @@ class Dataset:
         return (images.astype(np.float32) / 255.0 - mean) / std
 
 
-def load_dataset(
-    source: str,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    tfds_data_dir: str | None = None,
-) -> Dataset:
-    """Loads a dataset described by a source string into host numpy arrays.
-
-    ``digits`` is the default because it ships inside scikit-learn: it works on a fresh
-    machine without network, and its 8x8 images train in minutes on 2 CPU cores.
-    ``folder:`` label dirs named ``<index>_<name>`` keep that index; if none is numbered
-    they are numbered alphabetically, and a mix of both is an error. Hidden files and sidecars
-    (``.txt``, ``.json``, ...) are skipped; every other file must decode as an image of the
-    same size as the rest (16-bit and [0, 1] float images are scaled to uint8, see
-    :mod:`jaxwm.imagefolder`).
-
-    Args:
-        source: ``digits``, ``synthetic`` / ``synthetic:train=64,classes=3,...``,
-            ``folder:<dir or .tar/.tar.gz/.tgz>`` or ``tfds:<mnist|fashion_mnist|cifar10|cifar100>``.
-        cache_dir: Where ``folder:`` sources keep their decoded ``.npz`` cache. Defaults to
-            ``$JAXWM_CACHE_DIR`` or ``~/.cache/jaxwm``. Ignored by the other sources.
-        tfds_data_dir: ``data_dir`` passed to TensorFlow Datasets (``tfds:`` only).
-
-    Returns:
-        The validated :class:`Dataset`.
-
-    Raises:
-        DatasetError: The source is unknown or its data is missing or malformed.
-
-    Example:
-        >>> ds = load_dataset("digits")
-        >>> ds.image_shape, ds.num_classes
-        ((8, 8, 1), 10)
-    """
-    scheme, sep, rest = source.strip().partition(":")
-    if scheme == "digits" and not sep:
-        return _load_digits()
-    if scheme == "synthetic":
-        return _load_synthetic(rest)
-    if scheme == "folder" and rest:
-        from jaxwm import imagefolder  # decoding and caching of folder/tar sources
-
-        return imagefolder.load_folder(Path(rest).expanduser(), cache_dir)
-    if scheme == "tfds" and rest:
-        return _load_tfds(rest.lower(), tfds_data_dir)
-    if scheme == "idx" and rest:
-        return _load_idx(Path(rest).expanduser())
-    hint = f" (did you mean 'folder:{source}'?)" if os.path.exists(source) else ""
-    raise DatasetError(f"Unknown dataset source {source!r}{hint}; valid sources: {_VALID_SOURCES}")
-
-
-def _load_idx(path: Path) -> Dataset:
-    """An MNIST-format idx directory (e.g. Fashion-MNIST from Debian's dataset-fashion-mnist)."""
-    from jaxwm import idx
-
-    if not path.is_dir():
-        raise DatasetError(f"idx source {str(path)!r} is not a directory of idx(.gz) files")
-    try:
-        train, test = idx.load_idx_split(path, "train"), idx.load_idx_split(path, "test")
-    except idx.IdxFormatError as e:
-        raise DatasetError(str(e)) from e
-    k = int(max(train[1].max(), test[1].max())) + 1
-    return _make(path.name or "idx", [str(i) for i in range(k)], train, test)
-
-
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     # A 256-bin histogram per channel gives exact float64 moments without materialising a
     # float copy of the whole split (1.5 GB for CIFAR-10 in float64).
@@ -207,8 +131,11 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(means), tuple(stds)
 
 
-def _make(name: str, class_names, train: tuple, test: tuple) -> Dataset:
-    """Builds a validated Dataset from ``(images, labels)`` pairs, computing mean/std."""
+def make(name: str, class_names, train: tuple, test: tuple) -> Dataset:
+    """Builds a validated Dataset from ``(images, labels)`` pairs, computing mean/std.
+
+    Every loader (:mod:`jaxwm.data.sources`, :mod:`jaxwm.data.imagefolder`) ends here.
+    """
     xtr, xte = np.asarray(train[0]), np.asarray(test[0])
     mean, std = _channel_stats(xtr) if xtr.size else ((), ())
     return Dataset(
@@ -223,14 +150,15 @@ def _make(name: str, class_names, train: tuple, test: tuple) -> Dataset:
     )
 
 
-def _load_digits() -> Dataset:
+def load_digits() -> Dataset:
+    """Source ``digits``: scikit-learn's 8x8 handwritten digits, stratified 80/20 split, seed 0."""
     # The default: scikit-learn ships these 1797 digits inside its wheel, so the demo works
     # on a fresh machine with no network, and 8x8 images train in minutes on 2 CPU cores.
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as exc:
         raise DatasetError("Source 'digits' needs scikit-learn: pip install scikit-learn") from exc
-    bunch = load_digits()
+    bunch = sklearn_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int32)
     # Stratified 80/20 split with a fixed seed so every run sees the same test set.
@@ -242,10 +170,11 @@ def _load_digits() -> Dataset:
     is_test = np.zeros(len(labels), bool)
     is_test[np.concatenate(test_idx)] = True
     train, test = (images[~is_test], labels[~is_test]), (images[is_test], labels[is_test])
-    return _make("digits", [str(c) for c in range(10)], train, test)
+    return make("digits", [str(c) for c in range(10)], train, test)
 
 
-def _load_synthetic(options: str) -> Dataset:
+def load_synthetic(options: str) -> Dataset:
+    """Source ``synthetic:k=v,...``: tiny learnable random data (keys of ``SYNTHETIC_DEFAULTS``)."""
     cfg = dict(SYNTHETIC_DEFAULTS)
     for item in filter(None, (s.strip() for s in options.split(","))):
         key, _, value = item.partition("=")
@@ -272,67 +201,4 @@ def _load_synthetic(options: str) -> Dataset:
         return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), labels
 
     train, test = draw(cfg["train"]), draw(cfg["test"])
-    return _make("synthetic", [str(c) for c in range(cfg["classes"])], train, test)
-
-
-# ----------------------------------------------------------------------------- tfds:
-
-
-def _network_reachable(
-    host: str = "storage.googleapis.com", port: int = 443, timeout: float = 3.0
-) -> bool:
-    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    ok = threading.Event()
-
-    def probe() -> None:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout):
-            ok.set()
-
-    # A thread bounds the DNS lookup too, which create_connection's timeout does not cover.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return ok.is_set()
-
-
-def _has_tensorflow() -> bool:
-    return importlib.util.find_spec("tensorflow") is not None
-
-
-def _tfds_prepared(builder) -> bool:
-    if callable(getattr(builder, "is_prepared", None)):  # tfds >= 4.9
-        return bool(builder.is_prepared())
-    return os.path.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
-
-
-def _load_tfds(name: str, data_dir: str | None) -> Dataset:
-    if name not in TFDS_NAMES:
-        raise DatasetError(f"tfds dataset {name!r} is not supported; choose from {TFDS_NAMES}")
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError:
-        raise DatasetError(
-            f"tfds:{name} needs tensorflow-datasets: pip install 'jaxwm[tfds]', or use "
-            "folder:<path to an ImageFolder dir or tar> instead"
-        ) from None
-    builder = tfds.builder(name, data_dir=data_dir)
-    # tfds retries an offline download for minutes; fail in seconds instead.
-    if not _tfds_prepared(builder) and not _network_reachable():
-        raise DatasetError(
-            f"tfds:{name} is not prepared in {builder.data_dir} and this machine has no internet "
-            "(storage.googleapis.com:443 unreachable). Use folder:<path to an ImageFolder dir or "
-            ".tar.gz> instead, e.g. folder:/work/shared/data/mnist.tar.gz"
-        )
-    splits = {}
-    if _has_tensorflow():
-        kwargs = dict(split=list(SPLITS), batch_size=-1, as_supervised=True, data_dir=data_dir)
-        for split, (x, y) in zip(SPLITS, tfds.as_numpy(tfds.load(name, **kwargs)), strict=True):
-            splits[split] = (np.asarray(x, np.uint8), y)
-    else:  # NumPy-only path of tfds >= 4.9 (needs array_record instead of TensorFlow)
-        sources = tfds.data_source(name, split=list(SPLITS), data_dir=data_dir)
-        for split, src in zip(SPLITS, sources, strict=True):
-            records = [src[i] for i in range(len(src))]
-            images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
-            splits[split] = (images, np.array([r["label"] for r in records]))
-    class_names = builder.info.features["label"].names
-    return _make(name, class_names, splits["train"], splits["test"])
+    return make("synthetic", [str(c) for c in range(cfg["classes"])], train, test)

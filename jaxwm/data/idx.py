@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxwm.errors import IdxFormatError
+
 PathLike = str | os.PathLike[str]
 
 # File names of the four files of a split, in the original distribution (with or without .gz).
@@ -20,10 +22,6 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class IdxFormatError(ValueError):
-    """A file is not a valid idx(.gz) file, or a directory lacks one."""
 
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -1,7 +1,7 @@
 """Independent runs as separate processes, at most one per device at a time.
 
 Runs whose shapes differ (MNIST and CIFAR victims, other architectures) cannot share one
-vmapped program (see :mod:`jaxwm.sweep` for those that can), so a study with several GPUs runs
+vmapped program (see :mod:`jaxwm.engine.sweep` for those that can), so a study with several GPUs runs
 them as separate processes: each process is given one slot, and on GPUs slot ``i`` sees only
 GPU ``i`` (``CUDA_VISIBLE_DEVICES``), so every run has a whole device to itself and XLA's
 memory preallocation never collides. Without GPUs the slots only bound the number of
@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from jaxwm.errors import JobError
+
 _PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
 _MARK = "JAXWM_DISPATCHER_SET_PREALLOCATE"  # set when leave_devices_to_jobs changed _PREALLOCATE
 
@@ -47,10 +49,6 @@ def _job_env(env: Mapping[str, str]) -> dict[str, str]:
     if out.pop(_MARK, None):
         out.pop(_PREALLOCATE, None)
     return out
-
-
-class JobError(RuntimeError):
-    """A job exited with a non-zero status; the message names it and quotes its log."""
 
 
 @dataclasses.dataclass(frozen=True)

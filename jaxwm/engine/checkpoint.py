@@ -2,7 +2,7 @@
 
 Two kinds of artefact live in a run directory:
 
-* ``<workdir>/checkpoints/<step>/`` -- the training state (a :class:`jaxwm.train.TrainState`
+* ``<workdir>/checkpoints/<step>/`` -- the training state (a :class:`jaxwm.engine.train.TrainState`
   or any pytree) plus a JSON ``meta`` dict, written by an orbax ``CheckpointManager`` so a
   killed run resumes from its latest checkpoint. Writes are atomic (orbax writes to a temporary
   directory and renames), so a kill during a save leaves the previous checkpoint intact.
@@ -28,12 +28,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxwm.errors import CheckpointError
+
 PyTree = Any
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or saved model is missing, unreadable or does not fit the expected structure."""
 
 
 class Checkpointer:

@@ -12,7 +12,7 @@ victim and any other independent models; at ``verify.alpha``, i.e. assuming the 
 the digest before release) and scored by the Watermark-Robustness-Toolbox criterion (Lukas et
 al. 2022): an attack *succeeds* when ownership can no longer be shown while clean accuracy fell
 by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
-plots of :mod:`jaxwm.plots` to the run directory.
+plots of :mod:`jaxwm.runner.plots` to the run directory.
 """
 
 from __future__ import annotations
@@ -30,21 +30,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import (
-    attacks,
-    checkpoint,
-    config,
-    controls,
-    embed,
-    experiments,
-    runs,
-    train,
-    triggers,
-    verify,
-)
-from jaxwm.attack_tables import CSV_FIELDS, summarize, summary_table
-from jaxwm.attack_tables import stronger as stronger  # re-exported: public before the split
+from jaxwm import attacks, controls, embed, triggers, verify
+from jaxwm.engine import checkpoint, train
+from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
+from jaxwm.runner import config, experiments, plots, runs
+from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
+from jaxwm.runner.attack_tables import stronger as stronger  # re-exported: public before the split
 
 PyTree = Any
 Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
@@ -75,7 +67,7 @@ def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     """
     n_att = int(round(fraction * n))
     if not 0 < n_att < n:
-        raise config.ConfigError(
+        raise ConfigError(
             f"attack.data_fraction={fraction} of the {n} test images leaves the attacker or the "
             "evaluation without data; pick a fraction that keeps both non-empty"
         )
@@ -230,7 +222,7 @@ def _points(kind: str, ctx: _Context, params: PyTree, state: PyTree, key) -> Ite
     elif kind == "overwrite":
         yield from _overwrite(ctx, params, state, key)
     else:
-        raise config.ConfigError(f"unknown attack kind {kind!r}; known: {ATTACK_KINDS}")
+        raise ConfigError(f"unknown attack kind {kind!r}; known: {ATTACK_KINDS}")
 
 
 def _overwrite(ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Point]:
@@ -282,7 +274,7 @@ def _null_retention(ctx: _Context, run_dir: Path, like: PyTree) -> float:
 def _load_source(cfg: ml_collections.ConfigDict) -> tuple[Path, dict, Path]:
     """Checks ``attack.source`` and returns it, the owner's manifest and the victim's directory."""
     if not cfg.attack.source:
-        raise config.ConfigError(
+        raise ConfigError(
             "mode=attack needs attack.source: the run directory of a finished pipeline "
             "(run launch.py with mode=pipeline first; it writes victim/, partitioned/, baseline/ "
             "and watermark/manifest0.json)"
@@ -290,12 +282,12 @@ def _load_source(cfg: ml_collections.ConfigDict) -> tuple[Path, dict, Path]:
     src = Path(cfg.attack.source)
     manifest_path = src / "watermark" / "manifest0.json"
     if not manifest_path.is_file():
-        raise config.ConfigError(
+        raise ConfigError(
             f"attack.source={str(src)!r} is not a finished pipeline run: no {manifest_path}"
         )
     missing = [s for s in cfg.attack.schemes if not (src / s / "model").is_dir()]
     if missing:
-        raise config.ConfigError(
+        raise ConfigError(
             f"attack.source={str(src)!r} has no model for scheme(s) {missing}; set "
             "attack.schemes to the methods that pipeline.methods embedded"
         )
@@ -320,7 +312,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     model, v_params, v_state, v_meta = runs.load_model_for(victim_dir, ds.num_classes)
     saved = v_meta["dataset"].get("source")
     if saved and saved != cfg.data.source:
-        raise config.ConfigError(
+        raise ConfigError(
             f"data.source={cfg.data.source!r} but the pipeline in {src} used {saved!r}; "
             "run the attack with the pipeline's config (only mode and attack.* should differ)"
         )
@@ -360,7 +352,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     for scheme in cfg.attack.schemes:
         params, state, _ = checkpoint.load_model(src / scheme)
         if jax.tree.structure(params) != jax.tree.structure(v_params):
-            raise config.ConfigError(f"{src / scheme} is not the victim's architecture")
+            raise ConfigError(f"{src / scheme} is not the victim's architecture")
         acc, v = ctx.measure(params, state)
         reference[scheme] = {"clean_accuracy": acc, **v.to_dict()}
         if not v.owned:
@@ -412,8 +404,6 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     (workdir / "attacks.md").write_text(head + table)
     print(head + table, end="")
     if cfg.attack.plots:
-        from jaxwm import plots  # matplotlib only when plotting
-
         out["plots"] = [str(p) for p in plots.plot_all(out, workdir)]
         experiments.write_json(workdir / "attacks.json", out)
         _say("plots: " + ", ".join(out["plots"]))

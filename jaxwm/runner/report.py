@@ -8,7 +8,7 @@ analogues, the hardware, versions and wall time. Entries whose data is unavailab
 CIFAR-100 offline) are reported as skipped, not silently dropped.
 
 Entries are ``NAME=SOURCE``. With ``reproduce.presets`` (default) NAME is a preset (``mnist``,
-``cifar10``, ``cifar100``; see :func:`jaxwm.config.preset`) that sets model, training and
+``cifar10``, ``cifar100``; see :func:`jaxwm.runner.config.preset`) that sets model, training and
 embedding; otherwise every entry uses this config's own fields and NAME is only the label (the
 paper's figures are matched by it), which is how the tests and CPU-sized studies run.
 """
@@ -26,14 +26,16 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxwm import attack_runs, compile_stats, config, data, experiments, procpool, runs
-from jaxwm.sweep import aggregate, format_stat
+from jaxwm.engine import compile_stats
+from jaxwm.engine.sweep import aggregate, format_stat
+from jaxwm.errors import ConfigError, DatasetError
+from jaxwm.runner import attack_runs, config, experiments, procpool, runs
 
 
 def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tuple[str, Any]:
     name, sep, source = entry.partition("=")
     if not sep or not source:
-        raise config.ConfigError(
+        raise ConfigError(
             f"reproduce.runs entry {entry!r} must be NAME=SOURCE, e.g. 'mnist=folder:data/mnist.tar.gz'"
         )
     if not cfg.reproduce.presets:
@@ -58,7 +60,7 @@ def _run_unit(sub: ml_collections.ConfigDict, run_dir: Path, attacks: bool) -> d
         sub.mode = "pipeline"
         config.validate(sub)
         res = runs.run_pipeline(sub, run_dir)
-    except data.DatasetError as e:  # e.g. CIFAR-100 with no offline copy
+    except DatasetError as e:  # e.g. CIFAR-100 with no offline copy
         return {"skipped": str(e).splitlines()[0]}
     atk = None
     if attacks:
@@ -75,21 +77,21 @@ def _slots(cfg: ml_collections.ConfigDict) -> tuple[int, bool]:
     if n == 1:
         return 1, False
     if backend not in ("gpu", "cpu"):
-        raise config.ConfigError(
+        raise ConfigError(
             f"reproduce.processes={n} runs one process per GPU; on {backend} set it to 1"
         )
     return (n or jax.local_device_count()), backend == "gpu"
 
 
 def _run_units_in_processes(units, cfg, slots: int, pin_gpus: bool) -> list[dict[str, Any]]:
-    """Runs each unit as ``python -m jaxwm.report --unit ...``; returns their unit.json."""
+    """Runs each unit as ``python -m jaxwm.runner.report --unit ...``; returns their unit.json."""
     jobs = []
     for label, seed, sub, run_dir in units:
         run_dir.mkdir(parents=True, exist_ok=True)
         public = ml_collections.ConfigDict(sub.to_dict())
         public.watermark.secret = ""  # the secret travels in the environment, never on disk
         (run_dir / "unit_config.json").write_text(json.dumps(public.to_dict(), indent=2))
-        argv = [sys.executable, "-m", "jaxwm.report", "--unit", str(run_dir / "unit_config.json"),
+        argv = [sys.executable, "-m", "jaxwm.runner.report", "--unit", str(run_dir / "unit_config.json"),
                 "--run-dir", str(run_dir)] + ([] if cfg.reproduce.attacks else ["--no-attacks"])  # fmt: skip
         jobs.append(procpool.Job(f"{label} seed {seed}", argv, run_dir / "log.txt"))
     env = dict(os.environ, **{config.SECRET_ENV: config.secret(cfg)})
@@ -101,7 +103,7 @@ def run_reproduce(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, An
     """Runs pipeline + attacks per (entry, seed) and writes ``REPORT.md``.
 
     With ``reproduce.processes`` != 1 each (entry, seed) runs in its own process, at most that
-    many at once (0 = one per local device), each pinned to one GPU (:mod:`jaxwm.procpool`).
+    many at once (0 = one per local device), each pinned to one GPU (:mod:`jaxwm.runner.procpool`).
     """
     t0 = time.perf_counter()
     config.secret(cfg)
@@ -147,7 +149,7 @@ def run_reproduce(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, An
 
 
 def _unit_main(argv: list[str] | None = None) -> None:
-    """Entry point of one unit process: ``python -m jaxwm.report --unit CFG.json --run-dir D``."""
+    """Entry point of one unit process: ``python -m jaxwm.runner.report --unit CFG.json --run-dir D``."""
     p = argparse.ArgumentParser(description="one (dataset, seed) unit of mode reproduce")
     p.add_argument("--unit", required=True, help="the unit's config as JSON (no secret)")
     p.add_argument("--run-dir", required=True)

@@ -18,19 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import (
-    checkpoint,
-    config,
-    controls,
-    data,
-    embed,
-    experiments,
-    loop,
-    train,
-    triggers,
-    verify,
-)
+from jaxwm import controls, data, embed, triggers, verify
+from jaxwm.engine import checkpoint, loop, train
+from jaxwm.errors import ConfigError
 from jaxwm.manifest import publication_digest, write_manifest
+from jaxwm.runner import config, experiments
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {
@@ -54,7 +46,7 @@ def trigger_sources(
     if kind == "content":
         return ds.train_images, ds.train_labels
     if not cfg.watermark.source:
-        raise config.ConfigError(
+        raise ConfigError(
             f"watermark.kind={kind!r} needs watermark.source (a dataset source such as "
             "'folder:/path/fashion.tar.gz' or 'tfds:fashion_mnist')"
         )
@@ -332,9 +324,7 @@ def table1(results: dict[str, Any]) -> str:
 def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``embed``: watermarks the model in ``embed.victim`` and saves it to ``workdir``."""
     if not cfg.embed.victim:
-        raise config.ConfigError(
-            "mode=embed needs embed.victim: the run directory of a trained model"
-        )
+        raise ConfigError("mode=embed needs embed.victim: the run directory of a trained model")
     ds = experiments.load_data(cfg)
     model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes)
     sets = make_sets(cfg, ds)

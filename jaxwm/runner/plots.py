@@ -9,7 +9,7 @@
   the decision threshold, chance, and each scheme's 5-point accuracy bound: points below the
   threshold and right of the bound are Watermark-Robustness-Toolbox successes.
 
-Re-plot a finished run: ``python -m jaxwm.plots runs/demo_attack/attacks.json [--out DIR]``.
+Re-plot a finished run: ``python -m jaxwm.runner.plots runs/demo_attack/attacks.json [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed, safe in threads and on servers
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 SCHEME_STYLE = {"partitioned": ("tab:blue", "o"), "baseline": ("tab:orange", "^")}
 FINETUNE = ("ftal", "ftll", "rtal", "rtll", "adaptive")  # FTAL first: the paper's main setting
@@ -38,6 +33,17 @@ TITLES = {
     "fine_prune": "Fine-pruning", "magnitude": "Magnitude pruning", "quantize": "Quantization",
     "noise": "Gaussian weight noise", "distill": "Distillation", "overwrite": "Overwriting",
 }  # fmt: skip
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first use: importing this module (as
+    every mode does through :mod:`jaxwm.runner.attack_runs`) does not load matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, safe in threads and on servers
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _style(scheme: str) -> tuple[str, str]:
@@ -87,6 +93,7 @@ def curves(results: dict[str, Any], attacks: Sequence[str], path: Path, title: s
         return None
     ncols = 2 if len(panels) == 4 else min(len(panels), 3)
     nrows = -(-len(panels) // ncols)
+    plt = _pyplot()
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(4.3 * ncols, 3.4 * nrows + 0.8), squeeze=False, sharey=True
     )
@@ -133,6 +140,7 @@ def scatter(results: dict[str, Any], path: Path) -> Path | None:
     records = results["records"]
     if not records:
         return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     kinds = list(dict.fromkeys(r["attack"] for r in records))
     palette = plt.get_cmap("tab10").colors + ("black", "gold")  # 12 distinct hues
@@ -172,7 +180,7 @@ def plot_all(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Draws every figure that the records support into ``out_dir``.
 
     Args:
-      results: The ``attacks.json`` dict written by :func:`jaxwm.attack_runs.run_attack`.
+      results: The ``attacks.json`` dict written by :func:`jaxwm.runner.attack_runs.run_attack`.
       out_dir: Folder for the PNGs (created if needed).
 
     Returns:
@@ -199,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
       Paths of the PNGs written.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m jaxwm.plots", description=__doc__.split("\n")[0]
+        prog="python -m jaxwm.runner.plots", description=__doc__.split("\n")[0]
     )
     parser.add_argument("attacks_json", type=Path, help="attacks.json written by mode=attack")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside it)")

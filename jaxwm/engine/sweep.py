@@ -11,7 +11,7 @@ Run ``r`` of :func:`fit_sweep` reproduces ``loop.fit(..., seed=seeds[i])`` with
 on one device and without checkpoints.
 
 Per-run learning rates are *values*, so they are vmapped too: jaxwm's schedules keep their
-peak rate in the optimizer state (:mod:`jaxwm.optim`), and each run's state holds its own.
+peak rate in the optimizer state (:mod:`jaxwm.engine.optim`), and each run's state holds its own.
 Hyper-parameters that change shapes or code (batch size, epochs,
 optimizer kind, model widths) cannot share one program: sweep those with separate calls.
 
@@ -38,7 +38,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 
-from jaxwm import loop, parallel, train
+from jaxwm.engine import loop, parallel, train
 
 PyTree = Any
 RUN_AXIS = "runs"
@@ -74,14 +74,14 @@ def make_sweep_chunk(
     host_loop: bool | None = None,
     run_sharding: NamedSharding | None = None,
 ) -> Callable[[train.TrainState, jax.Array, jax.Array, jax.Array, int], tuple[Any, dict]]:
-    """``chunk_steps`` steps of every run at once: :func:`jaxwm.train.make_train_chunk`, vmapped.
+    """``chunk_steps`` steps of every run at once: :func:`jaxwm.engine.train.make_train_chunk`, vmapped.
 
     Args:
-      step: A step from :func:`jaxwm.train.make_train_step` (for one run).
+      step: A step from :func:`jaxwm.engine.train.make_train_step` (for one run).
       batch_size: Per-run batch size.
       chunk_steps: Steps per call.
       host_loop: One jitted step per batch from Python (default: on CPU only; see
-        :func:`jaxwm.train.make_train_chunk` for why) instead of one ``lax.scan``.
+        :func:`jaxwm.engine.train.make_train_chunk` for why) instead of one ``lax.scan``.
       run_sharding: Sharding of the run axis (e.g. ``parallel.batch_sharding(mesh)``); the
         new state and metrics are constrained to it. None: no constraint.
 
@@ -161,7 +161,7 @@ def run_placement(
 
 @dataclasses.dataclass
 class SweepRun(loop.FitResult):
-    """One run of a sweep: a :class:`jaxwm.loop.FitResult` (state as host numpy arrays) plus
+    """One run of a sweep: a :class:`jaxwm.engine.loop.FitResult` (state as host numpy arrays) plus
     the run's ``seed`` and ``peak_lr``. ``wall_s`` is the whole sweep's wall time."""
 
     seed: int = 0
@@ -180,7 +180,7 @@ def fit_sweep(
     progress: bool = True,
     desc: str = "sweep",
 ) -> list[SweepRun]:
-    """Trains one run per (learning rate, seed) at once, as :func:`jaxwm.loop.fit` would each.
+    """Trains one run per (learning rate, seed) at once, as :func:`jaxwm.engine.loop.fit` would each.
 
     Args:
       model_init, model_apply: The model's pure functions (see :mod:`jaxwm.models`).
@@ -230,7 +230,7 @@ def fit_sweep(
     # One initialisation per run, as fit does (one cached compilation serves every run):
     # exact, and cheaper than compiling a vmapped init (about 7 s for a tiny ResNet on CPU).
     ts = stack([train.init_train_state(model_init, tx, jax.random.key(s), sample) for _, s in grid])
-    if lrs is not None:  # each run's peak rate, in its schedule's state (see jaxwm.optim)
+    if lrs is not None:  # each run's peak rate, in its schedule's state (see jaxwm.engine.optim)
         peak = jnp.asarray([v for v, _ in grid], jnp.float32)
         ts = ts._replace(opt_state=optax.tree_utils.tree_set(ts.opt_state, peak=peak))
     ts = place(ts)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxwm import checkpoint, parallel, partition, train
+from jaxwm.engine import checkpoint, parallel, partition, train
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -138,7 +138,7 @@ def _program(
 
     ``shape_hp`` is the run's :class:`Hparams` with the schedule's numbers (epochs, peak rate,
     warm-up) and the loop-only fields normalised away (:func:`_program_key`): the optimizer
-    keeps those numbers in its state (:mod:`jaxwm.optim`), so its ``update`` (and the whole
+    keeps those numbers in its state (:mod:`jaxwm.engine.optim`), so its ``update`` (and the whole
     step) is the same for every value. Fits that differ only in seed, data, initial state,
     length or learning rate then share one compilation.
     """
@@ -194,12 +194,12 @@ def fit(
       hp: Hyper-parameters.
       seed: Seeds initialisation, shuffling and augmentation; same seed, same result.
       workdir: Run directory for ``metrics.jsonl`` and ``checkpoints/``; None keeps nothing.
-      mask: Optional trainable mask (see :mod:`jaxwm.partition`); None trains everything.
+      mask: Optional trainable mask (see :mod:`jaxwm.engine.partition`); None trains everything.
       init_state: Start from these params/state instead of a fresh initialisation.
       progress: Show a progress bar (on stderr).
       desc: Progress-bar label.
       data_parallel: Shard each batch over all devices with parameters, optimizer state and
-        dataset replicated (see :mod:`jaxwm.parallel`); None (default) does so when more than
+        dataset replicated (see :mod:`jaxwm.engine.parallel`); None (default) does so when more than
         one device is visible. ``hp.batch_size`` is the global batch and must be divisible by
         the device count. The returned state is then replicated on all devices. With several
         processes, only process 0 writes ``metrics.jsonl`` and progress (orbax coordinates

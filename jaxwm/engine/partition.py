@@ -32,14 +32,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxwm.errors import PatternError
+
 PyTree = Any
 log = logging.getLogger(__name__)
 
 TRAIN, FREEZE = "train", "freeze"
-
-
-class PatternError(ValueError):
-    """A path pattern is invalid, matches nothing, or leaves a parameter unlabelled."""
 
 
 def path_str(key_path: Sequence[Any]) -> str:

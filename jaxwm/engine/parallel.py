@@ -13,8 +13,8 @@ The layout, chosen for jaxwm's small resident datasets (MNIST/CIFAR fit on every
 
 Replicating the dataset costs device memory (CIFAR-10 train set: 150 MB per device) but needs no
 per-step host input pipeline and keeps any permutation a cheap on-device gather; sharding the
-dataset itself would make a shuffled batch an all-to-all. See :func:`jaxwm.train.make_train_chunk`
-(``batch_sharding``) and :func:`jaxwm.loop.fit`, which uses all of this automatically when more
+dataset itself would make a shuffled batch an all-to-all. See :func:`jaxwm.engine.train.make_train_chunk`
+(``batch_sharding``) and :func:`jaxwm.engine.loop.fit`, which uses all of this automatically when more
 than one device is visible.
 
 Multi-process (several hosts, or one process per GPU under Slurm/Kubernetes): call
@@ -132,7 +132,7 @@ def put_dataset(arrays: Any, mesh: Mesh) -> Any:
 
     Args:
       arrays: A dataclass with ``train_images``, ``train_labels``, ``test_images`` and
-        ``test_labels`` (e.g. :class:`jaxwm.loop.Arrays`); images become uint8, labels int32.
+        ``test_labels`` (e.g. :class:`jaxwm.engine.loop.Arrays`); images become uint8, labels int32.
       mesh: The mesh.
 
     Returns:
@@ -261,7 +261,7 @@ def maybe_initialize_distributed() -> bool:
     except RuntimeError as e:
         raise RuntimeError(
             f"jax.distributed.initialize failed: {e}. Call "
-            "jaxwm.parallel.maybe_initialize_distributed() before anything else uses JAX, or set "
+            "jaxwm.engine.parallel.maybe_initialize_distributed() before anything else uses JAX, or set "
             "JAXWM_DISTRIBUTED=0 to run as a single process."
         ) from e
     log.info(

@@ -20,14 +20,16 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxwm import blackbox, config, controls, experiments, runs, train, triggers, verify
+from jaxwm import blackbox, controls, triggers, verify
+from jaxwm.engine import train
+from jaxwm.errors import ConfigError, ManifestError
 from jaxwm.manifest import (
-    ManifestError,
     check_publication,
     publication_digest,
     read_manifest,
     regenerate,
 )
+from jaxwm.runner import config, experiments, runs
 
 UNPUBLISHED_NOTE = (
     "Without a digest published before the suspect's release, a claimant could have tried many "
@@ -58,7 +60,7 @@ def _say(msg: str) -> None:
 def load_manifests(path: str) -> list[tuple[Path, dict]]:
     """One manifest file, or every ``manifest*.json`` of a directory in index order."""
     if not path:
-        raise config.ConfigError("this mode needs verify.manifest: a manifest file or directory")
+        raise ConfigError("this mode needs verify.manifest: a manifest file or directory")
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("manifest*.json"))
@@ -157,7 +159,7 @@ def run_export(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 def _suspect_answers(cfg, plan, k: int) -> tuple[np.ndarray, str]:
     given = [f for f in ("model", "answers", "endpoint") if getattr(cfg.verify, f)]
     if len(given) != 1:
-        raise config.ConfigError(
+        raise ConfigError(
             "mode=verify needs exactly one suspect: verify.model (a run directory), "
             f"verify.answers (a file of answers) or verify.endpoint (a URL); got {given or 'none'}"
         )
@@ -185,7 +187,7 @@ def _model_labels(run_dir: str, images: np.ndarray, k: int, role: str) -> np.nda
     predict = train.make_predict(model.apply, norm["mean"], norm["std"])
     width = int(np.asarray(predict(params, state, images[:1])).shape[-1])
     if width != k:
-        raise config.ConfigError(
+        raise ConfigError(
             f"the {role} model in {run_dir} outputs {width} classes but the watermark set has "
             f"num_classes={k}; a verdict needs the class count the set was made for"
         )
@@ -195,7 +197,7 @@ def _model_labels(run_dir: str, images: np.ndarray, k: int, role: str) -> np.nda
 def run_verify(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``verify``: the suspect + the owner's key and manifests -> verdict.json."""
     if not cfg.verify.manifest:
-        raise config.ConfigError(
+        raise ConfigError(
             "mode=verify needs verify.manifest (a manifest file or a directory of them)"
         )
     ev = evidence(cfg)

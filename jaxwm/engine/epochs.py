@@ -2,7 +2,7 @@
 
 The engine behind watermark embedding (Algorithm 1: a stage plan, optimizer reset every
 epoch) and the fine-tuning attacks (FTLL/FTAL/RTLL/RTAL, the adaptive attacker, fine-pruning).
-One jitted epoch (:func:`jaxwm.train.make_train_chunk` over :func:`jaxwm.train.make_train_step`)
+One jitted epoch (:func:`jaxwm.engine.train.make_train_chunk` over :func:`jaxwm.engine.train.make_train_step`)
 is compiled per configuration and cached, so repeating a run with another key, other data of
 the same shape, or another pruning mask reuses it.
 """
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm import loop, partition, train
+from jaxwm.engine import loop, partition, train
 
 PyTree = Any
 ApplyFn = Callable[..., tuple[jax.Array, PyTree]]
@@ -169,7 +169,7 @@ def train_epochs(
       reinit, init_fn, prune_keep, crop_pad, flip, optimizer, schedule, momentum,
         weight_decay: See :func:`jaxwm.attacks.finetune.finetune`.
       freeze_state: Keep all model state (BatchNorm statistics) fixed, every layer in
-        inference mode (see :func:`jaxwm.train.make_train_step`).
+        inference mode (see :func:`jaxwm.engine.train.make_train_step`).
       wrap: Use every example every epoch: ``ceil(n / batch_size)`` steps, the last batch
         wrapping around to the start of the shuffle (for small sets such as a trigger set);
         otherwise the remainder of the shuffle is dropped.
@@ -237,7 +237,7 @@ def train_epochs(
             else partition.trainable_mask(params, list(patterns), log_table=False)
         )
         tkey = partition.mask_key(tmask)
-        # The learning rate and run length live in the optimizer state (jaxwm.optim), so they
+        # The learning rate and run length live in the optimizer state (jaxwm.engine.optim), so they
         # are normalised out of the cache key: runs differing only in them share a compilation.
         shape = dataclasses.replace(recipe, lr=1.0, total_steps=1)
         run = _compiled_epoch(apply_fn, shape, tkey, has_prune, steps)

@@ -1,6 +1,6 @@
 """Result tables of mode ``attack``: the CSV columns and the per-attack summary.
 
-:func:`jaxwm.attack_runs.run_attack` produces one record per (attack, scheme, strength) point;
+:func:`jaxwm.runner.attack_runs.run_attack` produces one record per (attack, scheme, strength) point;
 this module turns those records into what ``attacks.csv`` and ``attacks.md`` show. For each
 attack and scheme, :func:`summarize` finds the strongest strength at which the owner still
 proves ownership, the weakest at which it is lost, and whether any point met the

@@ -72,7 +72,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxwm.data import SPLITS, Dataset, DatasetError, _make
+from jaxwm.data.dataset import SPLITS, Dataset, make
+from jaxwm.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +441,7 @@ def _read_cache(cache_file: Path, name: str, key: str) -> Dataset | None:
                 return None
             a = {k: z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
             class_names = [str(c) for c in z["class_names"]]
-        return _make(name, class_names, *_pairs(a))
+        return make(name, class_names, *_pairs(a))
     except FileNotFoundError:
         return None
     except Exception as exc:  # any unreadable/invalid cache is rebuilt, never fatal
@@ -505,7 +506,7 @@ def load_folder(path: Path, cache_dir: str | os.PathLike | None) -> Dataset:
     start = time.perf_counter()
     arrays = _decode_folder(path)
     logger.info("Decoded %s in %.1f s", path, time.perf_counter() - start)
-    ds = _make(name, arrays["class_names"], *_pairs(arrays))
+    ds = make(name, arrays["class_names"], *_pairs(arrays))
     # Hash again: a source edited while it was decoded must not be cached under the old key.
     if _source_key(path) != key:
         logger.warning("%s changed while it was decoded; not caching it", path)

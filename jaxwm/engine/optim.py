@@ -164,7 +164,7 @@ def make_optimizer(
     the schedule's numbers in the state (:func:`scale_by_schedule_state`), so runs that differ
     only in those numbers share compilations. Weight decay skips 1-D leaves (biases, BatchNorm
     scale/shift), the usual choice for ResNets. Wrap the result with
-    :func:`jaxwm.partition.masked` to freeze parameters.
+    :func:`jaxwm.engine.partition.masked` to freeze parameters.
     """
     if optimizer not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")

@@ -1,0 +1,12 @@
+"""The training engine: pure functions over pytrees, no config and no framework object.
+
+* :mod:`~jaxwm.engine.partition` -- path patterns, trainable masks, the logged match table;
+* :mod:`~jaxwm.engine.optim` -- SGD/AdamW whose schedule numbers live in the optimizer state;
+* :mod:`~jaxwm.engine.train` -- jitted steps and chunks with the dataset on device;
+* :mod:`~jaxwm.engine.loop` -- ``fit``: epochs, evaluation, checkpoints, resumption;
+* :mod:`~jaxwm.engine.epochs` -- epoch-by-epoch training with a changing trainable set;
+* :mod:`~jaxwm.engine.sweep` -- independent runs stacked and vmapped;
+* :mod:`~jaxwm.engine.parallel` -- meshes, shardings and multi-process start-up;
+* :mod:`~jaxwm.engine.checkpoint` -- orbax checkpoints and saved models;
+* :mod:`~jaxwm.engine.compile_stats` -- XLA compilations counted around any code.
+"""
