@@ -40,7 +40,7 @@ def _models(n: int, epochs: int):
     out = []
     for seed in range(100, 100 + n):
         res = loop.fit(model.init, model.apply, arrays, hp, seed=seed, progress=False)
-        acc = res.history[-1].get("test_accuracy")
+        acc = res.history[-1].get("test_acc")
         print(f"model seed {seed}: test accuracy {acc}", file=sys.stderr, flush=True)
         out.append(jax.device_get((res.state.params, res.state.state)))
     predict = train.make_predict(model.apply, ds.mean, ds.std)

@@ -11,19 +11,27 @@ The method, as pure functions over pytrees (see the README's "Using the library"
 * :mod:`jaxwm.engine` -- the training engine; :mod:`jaxwm.data` -- datasets;
 * :mod:`jaxwm.errors` -- :class:`JaxwmError` and its subclasses, also exported here.
 
-``import jaxwm`` loads only the errors; the modules above load on first attribute access
-(``jaxwm.embed``) or with ``from jaxwm import embed``, so a JAX-free module such as
-:mod:`jaxwm.blackbox` (the reference server) never pulls JAX through this package. Two parts
-are not listed here and are imported explicitly: ``jaxwm.models``
-(the Flax ResNet; the only module that imports Flax) and ``jaxwm.runner`` (the config-driven
-runs behind ``launch.py``; ml_collections and matplotlib).
+``import jaxwm`` imports these (JAX and optax, not Flax). Two parts are not imported here and
+are imported explicitly: ``jaxwm.models`` (the Flax ResNet; the only module that imports Flax)
+and ``jaxwm.runner`` (the config-driven runs behind ``launch.py``; ml_collections and
+matplotlib).
 """
 
 __version__ = "0.2.0"
 
-import importlib
-
-from jaxwm import errors
+from jaxwm import (
+    attacks,
+    blackbox,
+    controls,
+    data,
+    embed,
+    engine,
+    errors,
+    manifest,
+    stats,
+    triggers,
+    verify,
+)
 from jaxwm.errors import (
     BlackBoxError,
     CheckpointError,
@@ -65,25 +73,3 @@ __all__ = [
     "triggers",
     "verify",
 ]
-
-_MODULES = frozenset(
-    [
-        "attacks",
-        "blackbox",
-        "controls",
-        "data",
-        "embed",
-        "engine",
-        "manifest",
-        "stats",
-        "triggers",
-        "verify",
-    ]
-)
-
-
-def __getattr__(name: str):
-    """``jaxwm.<module>`` for the modules of ``__all__``, imported on first access (PEP 562)."""
-    if name in _MODULES:
-        return importlib.import_module(f"jaxwm.{name}")
-    raise AttributeError(f"module 'jaxwm' has no attribute {name!r}")
