@@ -17,8 +17,6 @@ and ``jaxwm.runner`` (the config-driven runs behind ``launch.py``; ml_collection
 matplotlib).
 """
 
-__version__ = "0.2.0"
-
 from jaxwm import (
     attacks,
     blackbox,
@@ -46,6 +44,7 @@ from jaxwm.errors import (
     TriggerSetError,
     VerificationError,
 )
+from jaxwm.version import __version__
 
 __all__ = [
     "BlackBoxError",

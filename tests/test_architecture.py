@@ -19,7 +19,7 @@ PACKAGE = ROOT / "jaxwm"
 # The layer table, lowest first: a module may import only its own layer or lower layers. An
 # entry names a module or a package (every module under it). Every jaxwm module must be here.
 LAYERS = [
-    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.binomial"]),  # errors and pure maths
+    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.binomial", "jaxwm.version"]),
     ("engine+data", ["jaxwm.engine", "jaxwm.data"]),
     ("method", ["jaxwm.models", "jaxwm.triggers", "jaxwm.trigger_images", "jaxwm.manifest",
                 "jaxwm.controls", "jaxwm.embed", "jaxwm.verify", "jaxwm.blackbox"]),
@@ -120,7 +120,11 @@ def test_no_private_names_imported_across_modules():
     for module, path in MODULES.items():
         for target, names, node, _ in _imports(module, path):
             if target != module:
-                bad += [f"{_where(path, node)}: {target}.{n}" for n in names if n.startswith("_")]
+                bad += [
+                    f"{_where(path, node)}: {target}.{n}"
+                    for n in names
+                    if n.startswith("_") and not n.endswith("__")
+                ]  # dunders are public
             private_module = any(part.startswith("_") for part in target.split("."))
             # A private module (attacks._common) is for its own package only.
             if private_module and module.rpartition(".")[0] != target.rpartition(".")[0]:
@@ -203,3 +207,16 @@ def test_import_jaxwm_loads_neither_the_runner_nor_flax_nor_matplotlib():
         env={"JAX_PLATFORMS": "cpu", "PATH": "", "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert out.stdout.split() == ["0.2.0", "JaxwmError", "True"]
+
+
+def test_version_and_revision_are_recorded():
+    from jaxwm import version
+    from jaxwm.runner import experiments
+
+    env = experiments.environment()
+    assert env["jaxwm"] == version.__version__ == "0.2.0"
+    rev = env["git_revision"]
+    if (ROOT / ".git").exists():
+        assert rev is not None and len(rev.split("+")[0]) == 40
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{version.__version__}"' in pyproject  # one version, two places

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxwm import data, models
+from jaxwm import data, models, version
 from jaxwm.engine import checkpoint, loop, sweep
 from jaxwm.runner import config
 
@@ -88,6 +88,8 @@ def environment() -> dict[str, Any]:
         "flax": _version("flax"),
         "optax": _version("optax"),
         "python": sys.version.split()[0],
+        "jaxwm": version.__version__,
+        "git_revision": version.git_revision(),
     }
 
 
