@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwm import attacks, models
+from jaxwm import attacks, embed, models
 from jaxwm.engine import train
 
 MEAN, STD = (0.3,), (0.3,)
@@ -330,28 +330,9 @@ def test_finetune_sweep_equals_separate_runs(model, victim, data):
         _assert_same(snapshot, attacks.finetune(model.apply, *victim, *data, epochs=epochs, **kw))
 
 
-@pytest.mark.parametrize(
-    ("epochs", "layers", "expected"),
-    [
-        (4, ["l4", "head"], [("head",), ("head",), ("head", "l4"), ("head", "l4")]),
-        (5, ["l4", "head"], [("head",)] * 2 + [("head", "l4")] * 3),  # the remainder: last stage
-        (2, ["l3", "l4", "head"], [("head",), ("head", "l4")]),  # epochs < n: l3 never unfreezes
-        (
-            7,
-            ["l3", "l4", "head"],
-            [("head",)] * 2 + [("head", "l4")] * 2 + [("head", "l4", "l3")] * 3,
-        ),
-        (3, ["head"], [("head",)] * 3),
-        (0, ["l4", "head"], []),
-    ],
-)
-def test_unfreeze_schedule_table(epochs, layers, expected):
-    assert attacks.unfreeze_schedule(epochs, layers) == expected
-
-
 def test_adaptive_finetune_touches_only_the_turned_layers(model, victim, data):
     with pytest.raises(ValueError, match="layers_to_turn"):
-        attacks.unfreeze_schedule(3, [])
+        attacks.adaptive_finetune(model.apply, *victim, *data[:2], layers_to_turn=[], epochs=3)
     p, s = attacks.adaptive_finetune(
         model.apply,
         *victim,
@@ -447,3 +428,16 @@ def test_distill_student_agrees_with_the_teacher_without_labels(model, victim, p
     test_x, _ = _make_data(64, 12)
     agree = np.mean(np.argmax(predict(p, s, test_x), -1) == np.argmax(predict(*victim, test_x), -1))
     assert agree > 0.5, agree
+
+
+def test_adaptive_attacker_replays_embeddings_schedule_when_epochs_lt_layers(model, victim, data):
+    # One schedule (jaxwm.embed): with 1 epoch and 2 layers, embedding trains both in that epoch,
+    # so the attacker who replays Algorithm 1 must too (0.1's own copy trained only the head).
+    assert embed.unfrozen_per_epoch(["layer2", "head"], 1) == [("head", "layer2")]
+    p, _ = attacks.adaptive_finetune(
+        model.apply, *victim, *data, layers_to_turn=["layer2", "head"], key=jax.random.key(8),
+        epochs=1, **FT,
+    )  # fmt: skip
+    changed = _changed(victim[0], p)
+    assert any(c for path, c in changed.items() if "layer2" in path)
+    assert not any(c for path, c in changed.items() if "layer1" in path)

@@ -13,7 +13,7 @@ Into a Strength: Watermarking Deep Neural Networks by Backdooring" (USENIX Secur
 * :func:`finetune` (the general form), :func:`finetune_sweep` (a strength axis in epochs from
   one run: the paper's Figure 2);
 * :func:`adaptive_finetune` -- an attacker who knows the partitioned scheme replays its gradual
-  unfreezing (:func:`unfreeze_schedule`) on clean data.
+  unfreezing (:func:`jaxwm.embed.unfrozen_per_epoch`, the same schedule) on clean data.
 
 Pruning (:mod:`.prune`):
 
@@ -46,7 +46,7 @@ Example:
   ...                                   mean=m, std=sd, ratio=0.5)
 """
 
-from jaxwm.attacks.adaptive import adaptive_finetune, unfreeze_schedule
+from jaxwm.attacks.adaptive import adaptive_finetune
 from jaxwm.attacks.distill import distill, make_distill_step
 from jaxwm.attacks.finetune import finetune, finetune_sweep, ftal, ftll, rtal, rtll
 from jaxwm.attacks.magnitude import apply_mask, magnitude_mask
@@ -78,5 +78,4 @@ __all__ = [
     "quantize",
     "rtal",
     "rtll",
-    "unfreeze_schedule",
 ]

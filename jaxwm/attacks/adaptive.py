@@ -1,6 +1,6 @@
 """The adaptive fine-tuning attack: an attacker who knows the partitioned scheme.
 
-The partitioned method (Algorithm 1 of Lyu & Xian 2026, see ``PAPER.md``) embeds a watermark by
+The partitioned method (Algorithm 1 of Lyu & Xian 2026, :mod:`jaxwm.embed`) embeds a watermark by
 unfreezing the tail layers one at a time, last layer first, resetting the optimizer every epoch.
 An attacker who knows this can run the very same procedure on clean data, aiming the updates at
 exactly the layers that hold the watermark.
@@ -15,36 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from jaxwm import embed
 from jaxwm.engine.epochs import ApplyFn, ParamsState, train_epochs
 
 PyTree = Any
-
-
-def unfreeze_schedule(epochs: int, layers_to_turn: Sequence[str]) -> list[tuple[str, ...]]:
-    """Algorithm 1's gradual unfreezing: the path patterns trainable in each epoch.
-
-    The list is reversed (the last layer unfreezes first); with ``n`` layers, epoch ``e`` is in
-    stage ``min(e // max(epochs // n, 1), n - 1)`` and trains the first ``stage + 1`` reversed
-    layers. ``max(.., 1)`` handles ``epochs < n`` (the paper's ``epochs // n`` would be 0):
-    one layer is added per epoch and the leading layers never unfreeze.
-
-    Args:
-      epochs: Number of epochs.
-      layers_to_turn: Path patterns in network order, e.g. ``["layer3", "layer4", "head"]``.
-
-    Returns:
-      One tuple of patterns per epoch.
-
-    Example:
-      >>> unfreeze_schedule(4, ["layer4", "head"])
-      [('head',), ('head',), ('head', 'layer4'), ('head', 'layer4')]
-    """
-    if not layers_to_turn:
-        raise ValueError("layers_to_turn must name at least one layer pattern")
-    rev = list(reversed(layers_to_turn))
-    n = len(rev)
-    per = max(epochs // n, 1)
-    return [tuple(rev[: min(e // per, n - 1) + 1]) for e in range(epochs)]
 
 
 def adaptive_finetune(
@@ -60,7 +34,8 @@ def adaptive_finetune(
 ) -> ParamsState:
     """An attacker who knows the scheme replays Algorithm 1's unfreezing on clean data.
 
-    The trainable layers per epoch follow :func:`unfreeze_schedule`, and the optimizer is reset
+    The trainable layers per epoch are embedding's own (:func:`jaxwm.embed.unfrozen_per_epoch`:
+    one schedule, so the attacker replays exactly what the owner ran), and the optimizer is reset
     at every epoch as in Algorithm 1 (so a ``"cosine"`` schedule restarts each epoch). The
     step counter, which seeds augmentation, keeps running. Each distinct stage compiles once.
 
@@ -80,7 +55,9 @@ def adaptive_finetune(
     for bad in ("trainable", "reinit", "init_fn"):
         if bad in kwargs:
             raise TypeError(f"adaptive_finetune does not take {bad!r}")
-    plan = unfreeze_schedule(epochs, layers_to_turn) if epochs > 0 else []
+    if not layers_to_turn:
+        raise ValueError("layers_to_turn must name at least one layer pattern")
+    plan = embed.unfrozen_per_epoch(list(layers_to_turn), epochs) if epochs > 0 else []
     return train_epochs(
         apply_fn,
         params,
