@@ -140,3 +140,28 @@ def test_sweep_mode_aggregates_seeds_and_lrs(tmp_path):
     ]
     assert [row["test_accuracy"]["n"] for row in out["summary"]] == [2, 2]
     assert "± " in proc.stdout and "(n=2)" in proc.stdout
+
+
+def test_a_second_run_on_a_busy_workdir_fails_at_once_naming_the_holder(tmp_path):
+    from jaxwm.runner import lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from jaxwm.runner.lock import workdir_lock\n"
+         f"with workdir_lock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        proc = launch(*TINY, "--config.train.epochs=1", f"--workdir={tmp_path}", check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        assert "in use by another jaxwm run" in proc.stderr and f"pid {holder.pid}" in proc.stderr
+        assert time.perf_counter() - t0 < 60  # at once, not after the holder
+        assert not (tmp_path / "config.json").exists()  # nothing of the holder's was touched
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed holders release the lock: the run directory is usable again.
+    with lock.workdir_lock(tmp_path):
+        pass

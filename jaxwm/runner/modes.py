@@ -6,6 +6,7 @@ module only maps ``cfg.mode`` to it, so the mode modules never import each other
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,16 @@ import ml_collections
 
 from jaxwm.engine import compile_stats, parallel
 from jaxwm.errors import ConfigError
-from jaxwm.runner import attack_runs, config, experiments, procpool, report, runs, verify_runs
+from jaxwm.runner import (
+    attack_runs,
+    config,
+    experiments,
+    lock,
+    procpool,
+    report,
+    runs,
+    verify_runs,
+)
 
 Mode = Callable[[ml_collections.ConfigDict, Path], dict[str, Any]]
 
@@ -45,6 +55,13 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
         )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # One writer per run directory (process 0 of a multi-process launch speaks for all).
+    held = lock.workdir_lock(workdir) if parallel.is_primary() else contextlib.nullcontext()
+    with held:
+        return _run_locked(cfg, workdir)
+
+
+def _run_locked(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     experiments.write_json(workdir / "config.json", config.public_dict(cfg))
     if cfg.compile_cache:
         compile_stats.enable_persistent_cache(cfg.compile_cache, cfg.compile_cache_min_s)
