@@ -82,6 +82,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
     resumed = launch(*args, f"--workdir={killed}")
     assert "resuming train from epoch" in resumed.stderr
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs == list(range(1, 13))  # one row per epoch, none repeated by the resume
     p_ref, s_ref, _ = checkpoint.load_model(ref)
     p_res, s_res, _ = checkpoint.load_model(killed)
     for a, b in zip(

@@ -172,6 +172,31 @@ def _write_jsonl(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _trim_jsonl(path: Path, upto_epoch: int) -> None:
+    """Keep only the rows of epochs ``<= upto_epoch`` (the checkpoint's), written atomically.
+
+    A run killed after logging an epoch but before checkpointing it would otherwise log that
+    epoch twice on resume; a fresh start (``upto_epoch=0``) drops a previous run's rows.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the kill
+        if (
+            isinstance(row, dict)
+            and isinstance(row.get("epoch"), int)
+            and row["epoch"] <= upto_epoch
+        ):
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(x + "\n" for x in kept))
+    os.replace(tmp, path)
+
+
 def fit(
     model_init: Callable,
     model_apply: Callable,
@@ -250,6 +275,8 @@ def fit(
             log.info("resumed from %s at epoch %d", ckpt.directory, start_epoch)
             if primary:
                 print(f"resuming {desc} from epoch {start_epoch}/{hp.epochs}", file=sys.stderr)
+        if primary:
+            _trim_jsonl(metrics_path, start_epoch)  # one row per epoch after any resume
 
     data_key = jax.random.key(seed + 1)
     bar = tqdm(
