@@ -192,12 +192,6 @@ class Verdict:
         return dataclasses.asdict(self)
 
 
-def _check_int_arg(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise VerificationError(f"{name} must be an int >= {low}; got {value!r}")
-    return int(value)
-
-
 def _fmt_p(log10_p: float) -> str:
     return f"{10**log10_p:.2g}" if log10_p > -300 else f"1e{log10_p:.0f}"
 

@@ -79,8 +79,11 @@ def test_secret_sources_conflict_demo_warning_and_strength(monkeypatch, capsys):
     assert config.secret(cfg) == "a" * 64
     monkeypatch.delenv(config.SECRET_ENV)
     cfg.watermark.secret = triggers.DEMO_SECRET
+    monkeypatch.setattr(config, "_warned_demo_key", False)  # once per process
     assert config.secret(cfg, embedding=True) == triggers.DEMO_SECRET
     assert "published watermark key" in capsys.readouterr().err
+    config.secret(cfg)
+    assert "published watermark key" not in capsys.readouterr().err
     cfg.watermark.secret = "owner-1"
     assert config.secret(cfg) == "owner-1"  # verifying an old, short key still works
     with pytest.raises(TriggerSetError, match="too weak"):

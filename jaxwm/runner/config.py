@@ -353,6 +353,15 @@ def from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
     return cfg
 
 
+_warned_demo_key = False
+
+
+def _warn_demo_key_once() -> None:
+    # A run asks for the key several times (sets, controls, verification): one warning is enough.
+    global _warned_demo_key
+    _warned_demo_key = True
+
+
 def secret(cfg: ml_collections.ConfigDict, *, embedding: bool = False) -> str:
     """The owner's secret: ``watermark.secret`` or the ``JAXWM_SECRET`` environment variable.
 
@@ -373,7 +382,8 @@ def secret(cfg: ml_collections.ConfigDict, *, embedding: bool = False) -> str:
             f"(unset {SECRET_ENV}, or pass --config.watermark.secret='' to use it)"
         )
     value = from_cfg or from_env
-    if value == triggers.DEMO_SECRET:
+    if value == triggers.DEMO_SECRET and not _warned_demo_key:
+        _warn_demo_key_once()
         print(
             "warning: this is the demo's published watermark key: anybody can regenerate its "
             "trigger sets, so it proves nothing in a dispute; use your own key (JAXWM_SECRET)",
