@@ -17,8 +17,11 @@ import pytest
 
 from jaxwm import blackbox
 from jaxwm.blackbox import (
+    answers,
+    endpoint,
     export_queries,
     load_queries,
+    queries,
     query_endpoint,
     read_answers,
     serve_predictions,
@@ -63,10 +66,10 @@ def test_export_load_round_trip_is_bit_exact(tmp_path, c):
 
 
 def test_query_names_pad_to_five_digits_or_more():
-    assert blackbox._query_name(7, 3) == "query_00007.png"
-    assert blackbox._query_name(0, 100_000) == "query_00000.png"
-    assert blackbox._query_name(5, 100_001) == "query_000005.png"
-    names = [blackbox._query_name(i, 123_456) for i in (9, 10, 123_455)]
+    assert queries._query_name(7, 3) == "query_00007.png"
+    assert queries._query_name(0, 100_000) == "query_00000.png"
+    assert queries._query_name(5, 100_001) == "query_000005.png"
+    names = [queries._query_name(i, 123_456) for i in (9, 10, 123_455)]
     assert names == sorted(names)  # zero padding keeps lexical order = query order
 
 
@@ -138,11 +141,11 @@ def test_interrupted_export_leaves_no_truncated_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # interrupted while writing the third file
         real_replace(src, dst)
 
-    monkeypatch.setattr(blackbox.os, "replace", flaky_replace)
+    monkeypatch.setattr(queries.os, "replace", flaky_replace)
     with pytest.raises(KeyboardInterrupt):
         export_queries(tmp_path, _images(5, 3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["query_00000.png", "query_00001.png"]
-    monkeypatch.setattr(blackbox.os, "replace", real_replace)
+    monkeypatch.setattr(queries.os, "replace", real_replace)
     export_queries(tmp_path, _images(5, 3))  # and the rerun finishes it
     np.testing.assert_array_equal(load_queries(tmp_path), _images(5, 3))
 
@@ -527,7 +530,7 @@ def scripted():
 def sleeps(monkeypatch):
     """Record backoff waits instead of sleeping them."""
     recorded = []
-    monkeypatch.setattr(blackbox, "_sleep", recorded.append)
+    monkeypatch.setattr(endpoint, "_sleep", recorded.append)
     return recorded
 
 
@@ -692,7 +695,7 @@ def test_query_endpoint_refuses_non_http_urls(url, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("a request was made")
 
-    monkeypatch.setattr(blackbox.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(endpoint.urllib.request, "urlopen", no_network)
     with pytest.raises(BlackBoxError, match="http:// or https://"):
         query_endpoint(url, _images(1, 3), K)
 
@@ -717,8 +720,9 @@ def test_query_endpoint_argument_errors(kwargs, match):
 # Module hygiene
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(blackbox, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [blackbox, queries, answers, endpoint], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -727,16 +731,18 @@ def test_module_does_not_import_jax():
     # only the standard library, numpy, Pillow and jaxwm.errors.
     import ast
 
-    import jaxwm.blackbox
-
-    tree = ast.parse(Path(jaxwm.blackbox.__file__).read_text())
-    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-             for a in n.names}  # fmt: skip
-    roots |= {n.module.split(".")[0] for n in ast.walk(tree)
-              if isinstance(n, ast.ImportFrom) and n.module}  # fmt: skip
-    assert not roots & {"jax", "flax", "optax", "ml_collections"}, roots
-    froms = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert {m for m in froms if m.startswith("jaxwm")} == {"jaxwm.errors"}
+    files = sorted(Path(blackbox.__file__).parent.glob("*.py"))
+    assert len(files) >= 5  # the package and its modules
+    for path in files:
+        tree = ast.parse(path.read_text())
+        roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names}  # fmt: skip
+        roots |= {n.module.split(".")[0] for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) and n.module}  # fmt: skip
+        assert not roots & {"jax", "flax", "optax", "ml_collections"}, (path.name, roots)
+        froms = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        outside = {m for m in froms if m.startswith("jaxwm") and not m.startswith("jaxwm.blackbox")}
+        assert outside <= {"jaxwm.errors"}, (path.name, outside)
 
 
 @pytest.mark.parametrize(
