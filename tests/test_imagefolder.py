@@ -1,5 +1,5 @@
-"""Tests for jaxwm.data.imagefolder: faithful decoding of wide modes, archive truncation, the
-content-keyed cache and resource limits, all on tiny generated data."""
+"""Tests for jaxwm.data.imagefolder (with decode, archive, limits): faithful decoding of wide
+modes, archive truncation, the content-keyed cache and resource limits, on tiny generated data."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from test_data import SHARED, load, make_files, write_source
 
-from jaxwm.data import imagefolder
+from jaxwm.data import archive, decode, imagefolder, limits
 from jaxwm.errors import DatasetError
 
 # --------------------------------------------------------------------------- decoding
@@ -58,7 +58,7 @@ def _image16(mode: str) -> Image.Image:
 def test_16bit_images_scale_by_full_range(mode, fmt, opened_as):
     data = _save(_image16(mode), fmt)
     assert Image.open(io.BytesIO(data)).mode == opened_as  # the mode really exercised
-    out = imagefolder._decode_image(data, "x")
+    out = decode.decode_image(data, "x")
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, EXPECTED16)
     assert out.max() == 255 and out.min() == 0  # no clipping at 255, no black image
@@ -67,7 +67,7 @@ def test_16bit_images_scale_by_full_range(mode, fmt, opened_as):
 def test_8bit_stored_as_16bit_round_trips_exactly():
     v8 = np.arange(256, dtype=np.uint16).reshape(16, 16)
     data = _save(Image.fromarray(v8 * 257), "PNG")
-    np.testing.assert_array_equal(imagefolder._decode_image(data, "x"), v8)
+    np.testing.assert_array_equal(decode.decode_image(data, "x"), v8)
 
 
 def test_16bit_png_dataset_mean_is_not_clipped(tmp_path):
@@ -85,7 +85,7 @@ def test_16bit_png_dataset_mean_is_not_clipped(tmp_path):
 def test_mode_i_within_16_bits_scales_like_16bit():
     data = _save(Image.fromarray(V16.astype(np.int32)), "TIFF")
     assert Image.open(io.BytesIO(data)).mode == "I"
-    np.testing.assert_array_equal(imagefolder._decode_image(data, "x"), EXPECTED16)
+    np.testing.assert_array_equal(decode.decode_image(data, "x"), EXPECTED16)
 
 
 @pytest.mark.parametrize("bad", [70000, -5])
@@ -103,7 +103,7 @@ def test_float_image_in_unit_range_scales_by_255():
     arr = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     data = _save(Image.fromarray(arr), "TIFF")
     assert Image.open(io.BytesIO(data)).mode == "F"
-    out = imagefolder._decode_image(data, "x")
+    out = decode.decode_image(data, "x")
     np.testing.assert_array_equal(out, np.rint(arr.astype(np.float64) * 255).astype(np.uint8))
     assert out[0, 0] == 0 and out[-1, -1] == 255
 
@@ -188,7 +188,7 @@ def test_complete_archive_with_trailing_padding_loads(tmp_path, good_tar, kind):
 
 
 def test_tail_reader_keeps_the_block_where_tar_stopped(good_tar):
-    reader = imagefolder._TailReader(io.BytesIO(good_tar))
+    reader = archive._TailReader(io.BytesIO(good_tar))
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for m in tar:
             tar.extractfile(m).read()
@@ -304,7 +304,7 @@ def test_huge_member_fails_before_it_is_read(tmp_path, monkeypatch):
         info.size = 32 * 2**20  # zeros: compresses to ~32 KB
         tar.addfile(info, io.BytesIO(bytes(info.size)))
     assert path.stat().st_size < 200_000
-    monkeypatch.setattr(imagefolder, "MAX_FILE_BYTES", 2**20)
+    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 2**20)
     tracemalloc.start()
     try:
         with pytest.raises(DatasetError, match="JAXWM_MAX_FILE_BYTES") as err:
@@ -334,11 +334,11 @@ def test_file_size_limit_env_override_and_dir(tmp_path, monkeypatch):
 def test_pixel_limit_checked_from_header(tmp_path, monkeypatch):
     big = _save(Image.new("L", (100, 50)), "PNG")
     path = _folder_with(tmp_path, big, "png")
-    monkeypatch.setattr(imagefolder, "MAX_IMAGE_PIXELS", 4999)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 4999)
     loads = []
     monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(self.size))
     with pytest.raises(DatasetError, match="JAXWM_MAX_IMAGE_PIXELS") as err:
-        imagefolder._decode_image(big, "big.png")
+        decode.decode_image(big, "big.png")
     assert "big.png" in str(err.value) and "5,000" in str(err.value) and "4,999" in str(err.value)
     assert loads == []  # refused before decoding
     monkeypatch.undo()
@@ -351,7 +351,7 @@ def test_pixel_limit_checked_from_header(tmp_path, monkeypatch):
 def test_total_decoded_bytes_limit(tmp_path, monkeypatch):
     files, _ = make_files(train=3, test=2)  # 10 images of 64 bytes
     path = write_source(tmp_path, "tar.gz", files)
-    monkeypatch.setattr(imagefolder, "MAX_DECODED_BYTES", 64 * 10)
+    monkeypatch.setattr(limits, "MAX_DECODED_BYTES", 64 * 10)
     assert len(load(path, tmp_path / "c1").train_images) == 6  # exactly at the limit: fine
     monkeypatch.setenv("JAXWM_MAX_DECODED_BYTES", str(64 * 9))
     with pytest.raises(DatasetError, match="JAXWM_MAX_DECODED_BYTES") as err:

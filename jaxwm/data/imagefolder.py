@@ -5,33 +5,9 @@ copies in ``shared/data``. Label folders named ``<index>_<name>`` keep their ind
 of them must be numbered (0..K-1, each once); if none is numbered they are numbered
 alphabetically; a mix is an error, since silently renumbering ``10_ten`` would change labels.
 
-Decoding is faithful or refused; every image becomes uint8 (``L`` or ``RGB``):
-
-* 8-bit modes (``1``, ``L``, ``LA``, ``P``, ``RGB``, ``RGBA``, ``CMYK``, ...) convert as Pillow does.
-* 16-bit integer images (``I;16``, ``I;16B``, ``I;16L``: e.g. 16-bit PNG or TIFF) are scaled by
-  the format's full range: ``round(v * 255 / 65535)`` (= ``(v + 128) // 257``), so 0 -> 0,
-  65535 -> 255, and an 8-bit image stored as 16-bit (``v8 * 257``) comes back exactly.
-* 32-bit integer images (``I``) get the same 16-bit rule when every value is in [0, 65535] (Pillow
-  also uses ``I`` for 16-bit sources, e.g. PGM with maxval > 255, which it stretches to 0..65535);
-  a value outside that range is refused, since no range for such data is standard. Caveat: an
-  ``I`` image that holds 8-bit values comes out dark; save it as 8-bit (mode ``L``).
-* Float images (``F``, e.g. 32-bit float TIFF) are read only when every value is in [0, 1]
-  (the usual float-image convention), as ``round(v * 255)``. Other floats (e.g. [0, 255], HDR,
-  depth maps) and NaN are refused naming the file: guessing a range from the data would silently
-  misread a dark [0, 255] image as a bright [0, 1] one.
-
-Archives (``.tar``, ``.tar.gz``/``.tgz``; also bzip2/xz) are streamed once (a ``.tar.gz`` has no
-random access) with archive members kept in memory, never written to disk. The tar must end with
-its end-of-archive marker (two zero blocks) and a compressed stream must end with its trailer, so
-a tar cut at a member boundary or mid-member, or a truncated gzip, is an error rather than a
-partial dataset (Python's ``tarfile`` alone stops silently at a member boundary).
-
-Limits (each error names the file, the limit and the environment variable that raises it):
-``JAXWM_MAX_FILE_BYTES`` (one file or tar member, checked on its declared size before it is
-read; default 64 MiB), ``JAXWM_MAX_IMAGE_PIXELS`` (one image, checked from its header before it is
-decoded; default 4096*4096) and ``JAXWM_MAX_DECODED_BYTES`` (all decoded images together; default
-8 GiB; peak memory is about twice this while the per-split arrays are stacked). Pillow's own
-decompression-bomb check (2 * ``PIL.Image.MAX_IMAGE_PIXELS``, ~179M px) still applies above it.
+Decoding is faithful or refused (:mod:`jaxwm.data.decode`); directories and archives are read by
+:mod:`jaxwm.data.archive`, within the resource limits of :mod:`jaxwm.data.limits`
+(``JAXWM_MAX_FILE_BYTES``, ``JAXWM_MAX_IMAGE_PIXELS``, ``JAXWM_MAX_DECODED_BYTES``).
 
 The decoded arrays are cached as an uncompressed ``.npz`` written atomically (a killed process
 never leaves a corrupt cache). The cache is keyed by a SHA-256 of the source's content (the
@@ -52,12 +28,8 @@ A source edited while it is being decoded (the hash differs afterwards) is not c
 
 from __future__ import annotations
 
-import bz2
-import collections
 import contextlib
-import gzip
 import hashlib
-import io
 import logging
 import lzma
 import os
@@ -66,13 +38,14 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from jaxwm.data import limits
+from jaxwm.data.archive import iter_dir, iter_tar
 from jaxwm.data.dataset import SPLITS, Dataset, make
+from jaxwm.data.decode import decode_image
 from jaxwm.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -80,242 +53,26 @@ logger = logging.getLogger(__name__)
 # Bump when the decoded layout or the cache key changes so stale caches are never reused.
 # v2: key = SHA-256 of the source's content, stored inside the cache and checked on load.
 _CACHE_VERSION = 2
-_SKIP_SUFFIXES = frozenset({".txt", ".md", ".json", ".csv", ".db", ".ini", ".xml", ".yaml", ".yml"})
-_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
 _NUMBERED = re.compile(r"^(\d+)_(.+)$")
-
-# Resource limits (defaults; each overridable by the environment variable named in _limit calls).
-MAX_FILE_BYTES = 64 * 2**20  # one file / tar member, on its declared size, before reading it
-MAX_IMAGE_PIXELS = 4096 * 4096  # one image, from its header, before decoding it
-MAX_DECODED_BYTES = 8 * 2**30  # all decoded images of a dataset together
-_END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)  # POSIX: two zero blocks end a tar
-
-
-def _limit(env: str, default: int) -> int:
-    """The limit from ``$env`` (a positive integer) or ``default``."""
-    raw = os.environ.get(env)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise DatasetError(f"${env}={raw!r}: must be a positive integer (a byte or pixel count)")
-    return value
-
-
-def _too_big(where: str, what: str, value: int, limit: int, env: str) -> DatasetError:
-    return DatasetError(
-        f"{where}: {what} is {value:,}, over the limit of {limit:,}; if the file is genuine, "
-        f"raise it with {env}=<larger number>"
-    )
-
-
-def _is_skipped(name: str) -> bool:
-    """Whether a file is obviously not an image and is silently ignored.
-
-    The rule: hidden files (``.DS_Store``, macOS ``._*`` forks) and common sidecar
-    extensions (``.txt``, ``.md``, ``.json``, ``.csv``, ``Thumbs.db``, ...). Every other
-    file is decoded, so a corrupt or unsupported image is an error, never silently dropped.
-    """
-    return name.startswith(".") or Path(name).suffix.lower() in _SKIP_SUFFIXES
-
-
-def _decode_image(data: bytes, where: str) -> np.ndarray:
-    """Decodes one image to uint8 ``(H, W)`` (grayscale) or ``(H, W, 3)`` (colour).
-
-    See the module docstring for how 16-bit, 32-bit and float images are scaled or refused.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            max_pixels = _limit("JAXWM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
-            if w * h > max_pixels:
-                raise _too_big(where, f"the image's pixel count ({w}x{h})", w * h, max_pixels,
-                               "JAXWM_MAX_IMAGE_PIXELS")  # fmt: skip
-            img.load()
-            if img.mode.startswith("I") or img.mode == "F":
-                return _wide_to_uint8(np.asarray(img), img.mode, where)
-            return np.asarray(img.convert("L" if img.mode in _GRAY_MODES else "RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, DatasetError):
-            raise
-        raise DatasetError(f"{where}: cannot decode image ({exc}); fix or delete it") from exc
-
-
-def _wide_to_uint8(arr: np.ndarray, mode: str, where: str) -> np.ndarray:
-    """16/32-bit integer or float grayscale -> uint8 by the rules of the module docstring."""
-    if arr.ndim != 2:
-        raise DatasetError(
-            f"{where}: unsupported {mode} image of shape {arr.shape}; save it as 8-bit"
-        )
-    if mode == "F":
-        lo, hi = float(np.min(arr)), float(np.max(arr))  # NaN propagates into both
-        if not (lo >= 0.0 and hi <= 1.0):  # False for NaN
-            raise DatasetError(
-                f"{where}: float image (mode F) has values in [{lo:g}, {hi:g}], but only floats in "
-                "[0, 1] are read (as round(v * 255)); rescale it to [0, 1] or save it as 8-bit"
-            )
-        return np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise DatasetError(f"{where}: unsupported image mode {mode}; save it as 8-bit")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi > 65535:
-        raise DatasetError(
-            f"{where}: {mode} image has values in [{lo}, {hi}], outside the 16-bit range [0, 65535] "
-            "that is read (as round(v * 255 / 65535)); rescale it or save it as 8- or 16-bit"
-        )
-    # round(v * 255 / 65535) == round(v / 257), exactly (v / 257 is never a half).
-    return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
-
-
-def _iter_dir(root: Path) -> Iterator[tuple[str, str, str, bytes | None]]:
-    """Yields ``(split, label_dir, where, bytes)``; ``bytes=None`` announces a label dir."""
-    for split in SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise DatasetError(f"{root}: missing split folder '{split}/' (need train/ and test/)")
-        for entry in sorted(split_dir.iterdir(), key=lambda p: p.name):
-            if _is_skipped(entry.name):
-                continue
-            if not entry.is_dir():
-                raise DatasetError(f"{entry}: expected only label folders in '{split}/'")
-            yield split, entry.name, str(entry), None
-            files = sorted(entry.iterdir(), key=lambda p: _natural_key(p.name))
-            for f in files:
-                if _is_skipped(f.name):
-                    continue
-                if not f.is_file():
-                    raise DatasetError(f"{f}: nested folders are not supported in a label folder")
-                _check_file_size(str(f), f.stat().st_size)
-                yield split, entry.name, str(f), f.read_bytes()
-
-
-def _check_file_size(where: str, size: int) -> None:
-    limit = _limit("JAXWM_MAX_FILE_BYTES", MAX_FILE_BYTES)
-    if size > limit:
-        raise _too_big(where, "the file's size in bytes", size, limit, "JAXWM_MAX_FILE_BYTES")
-
-
-def _natural_key(name: str) -> list:
-    # "2.png" before "10.png", matching the member order of the shared tarballs.
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-class _TailReader:
-    """A read-only stream that counts the bytes read through it and keeps the latest ones.
-
-    tarfile reads its (uncompressed) input in ``bufsize`` chunks, so the last 64 KiB read hold
-    the block where it stopped; :func:`_iter_tar` checks that block is the end-of-archive marker.
-    """
-
-    _KEEP = 64 * 1024
-
-    def __init__(self, raw) -> None:
-        self.raw, self.pos = raw, 0
-        self._chunks: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._kept = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        if data:
-            self._chunks.append((self.pos, data))
-            self.pos += len(data)
-            self._kept += len(data)
-            while self._kept - len(self._chunks[0][1]) >= self._KEEP:
-                self._kept -= len(self._chunks.popleft()[1])
-        return data
-
-    def bytes_at(self, start: int, size: int) -> bytes:
-        """The bytes at ``[start, start + size)`` that were read and kept (fewer at the end)."""
-        out = b"".join(c for _, c in self._chunks)
-        first = self._chunks[0][0] if self._chunks else self.pos
-        if start < first:
-            raise AssertionError(f"offset {start} is no longer kept (oldest is {first})")
-        return out[start - first : start - first + size]
-
-
-def _open_decompressed(raw):
-    """The archive's uncompressed tar stream; gzip/bz2/xz raise EOFError if cut short."""
-    magic = raw.read(6)
-    raw.seek(0)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if magic[:3] == b"BZh":
-        return bz2.BZ2File(raw, mode="rb")
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw, mode="rb")
-    return raw
-
-
-def _iter_tar(path: Path) -> Iterator[tuple[str, str, str, bytes | None]]:
-    """Streams the archive once (``r|``): a ``.tar.gz`` has no random access.
-
-    Decompression is done here rather than by tarfile, whose stream mode neither checks the
-    gzip trailer nor notices a tar that ends at a member boundary; after the last member, the
-    two zero blocks of the end-of-archive marker must follow, and the compressed stream must
-    then end cleanly.
-    """
-    ignored = set()
-    last = None
-    with open(path, "rb") as raw, _open_decompressed(raw) as stream:
-        reader = _TailReader(stream)
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                last = member.name
-                parts = [p for p in member.name.split("/") if p not in ("", ".")]
-                where = f"{path}:{member.name}"
-                # Hidden entries anywhere in the path are skipped, as in a directory walk.
-                if not parts or any(p.startswith(".") for p in parts):
-                    continue
-                if parts[0] not in SPLITS:
-                    if parts[0] not in ignored:
-                        logger.warning("%s: ignoring top-level entry %r", path, parts[0])
-                        ignored.add(parts[0])
-                    continue
-                if member.isdir() or _is_skipped(parts[-1]):
-                    # Still announce the label dir, so one holding only notes.txt is reported.
-                    if len(parts) == 3 or (len(parts) == 2 and member.isdir()):
-                        yield parts[0], parts[1], where, None
-                    continue
-                if not member.isfile():
-                    raise DatasetError(f"{where}: only regular files are supported, not links")
-                if len(parts) != 3:
-                    raise DatasetError(f"{where}: expected '<split>/<label_dir>/<file>'")
-                _check_file_size(where, member.size)
-                yield parts[0], parts[1], where, tar.extractfile(member).read()
-            end = tar.offset  # where tarfile stopped: the end-of-archive marker should be here
-        while reader.pos < end + len(_END_OF_ARCHIVE):  # at most 1 KiB more, so kept
-            if not reader.read(end + len(_END_OF_ARCHIVE) - reader.pos):
-                break
-        marker = reader.bytes_at(end, len(_END_OF_ARCHIVE))
-        while stream.read(1 << 20):  # to the end: a compressed stream verifies its trailer
-            pass
-    if marker != _END_OF_ARCHIVE:
-        after = f"after member {last!r}" if last else "at its start"
-        raise DatasetError(
-            f"{path}: archive is truncated or damaged: no end-of-archive marker {after} "
-            f"(byte {end} of the tar); re-download or re-create it"
-        )
 
 
 def _decode_folder(path: Path) -> dict[str, np.ndarray]:
     """Decodes an ImageFolder dir/archive into the arrays stored in the cache."""
-    entries = _iter_dir(path) if path.is_dir() else _iter_tar(path)
+    entries = iter_dir(path) if path.is_dir() else iter_tar(path)
     images = {s: {} for s in SPLITS}  # split -> label_dir -> list of arrays
     first_where, size, colour = None, None, False
-    max_decoded, decoded = _limit("JAXWM_MAX_DECODED_BYTES", MAX_DECODED_BYTES), 0
+    max_decoded = limits.env_limit("JAXWM_MAX_DECODED_BYTES", limits.MAX_DECODED_BYTES)
+    decoded = 0
     try:
         for split, label_dir, where, data in entries:
             bucket = images[split].setdefault(label_dir, [])
             if data is None:
                 continue
-            arr = _decode_image(data, where)
+            arr = decode_image(data, where)
             decoded += arr.nbytes
             if decoded > max_decoded:
-                raise _too_big(where, "the decoded size of the images so far (bytes)", decoded,
-                               max_decoded, "JAXWM_MAX_DECODED_BYTES")  # fmt: skip
+                raise limits.too_big(where, "the decoded size of the images so far (bytes)",
+                                     decoded, max_decoded, "JAXWM_MAX_DECODED_BYTES")  # fmt: skip
             if size is None:
                 first_where, size = where, arr.shape[:2]
             elif arr.shape[:2] != size:
