@@ -4,7 +4,8 @@ The building blocks that :func:`jaxwm.triggers.make_trigger_set` draws its image
 value is a deterministic function of the owner's secret, a purpose string and an index:
 :class:`KeyedStream` seeds PCG64 with SHA-256 over these fields (domain-separated by
 ``DOMAIN``, length-prefixed by :func:`framed`), so different purposes and different sets of one
-owner never share random numbers.
+owner never share random numbers. The argument checks that trigger sets share (:func:`check_int`,
+:func:`check_image_shape`, :func:`as_nhwc`, :func:`as_labels`) live here too.
 
 Reproducibility across machines is deliberate: only PCG64's raw output is used (stream-stable,
 unlike ``numpy.random.Generator`` methods, see NEP 19) and the pixel maths uses only correctly
@@ -112,6 +113,47 @@ def check_image_shape(image_shape: Any) -> tuple[int, int, int]:
             f"image_shape must be (H, W, C) ints with H, W >= 4 and C >= 1, e.g. (28, 28, 1); got {image_shape!r}"
         )
     return int(shape[0]), int(shape[1]), int(shape[2])
+
+
+def as_nhwc(images: Any, name: str) -> np.ndarray:
+    """Source images as ``uint8`` ``(N, H, W, C)``; ``(N, H, W)`` gains a channel axis.
+
+    Args:
+        images: ``uint8`` array-like ``(N, H, W, C)`` or ``(N, H, W)``.
+        name: The argument's name in error messages.
+
+    Returns:
+        The images as ``(N, H, W, C)``; else TriggerSetError naming ``name``.
+    """
+    arr = np.asarray(images)
+    if arr.ndim == 3:  # (N, H, W) grayscale, as idx files and many loaders give it
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.dtype != np.uint8:
+        raise TriggerSetError(
+            f"{name} must be a uint8 array (N, H, W, C) or (N, H, W); got {arr.dtype} {arr.shape}. "
+            "Convert floats in [0, 1] with (x * 255).round().astype(np.uint8)."
+        )
+    return arr
+
+
+def as_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    """Source labels as ``int64`` ``(n,)``: one integer label per source image.
+
+    Args:
+        labels: 1-D integer array-like.
+        n: Number of source images.
+        name: The argument's name in error messages.
+
+    Returns:
+        The labels as ``int64``; else TriggerSetError naming ``name``.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or len(arr) != n:
+        raise TriggerSetError(
+            f"{name} must be a 1-D integer array with one label per source image ({n}); "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return arr.astype(np.int64)
 
 
 def _bilinear_grid(grid: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -30,12 +30,14 @@ from jaxwm.trigger_images import (
     DOMAIN,
     KeyedStream,
     abstract_image,
+    as_labels,
+    as_nhwc,
     check_image_shape,
     check_int,
+    content_stamp,
     framed,
     resize_convert,
 )
-from jaxwm.trigger_images import content_stamp as content_stamp
 
 TRIGGER_KINDS = ("noise", "content", "unrelated", "folder")
 LABEL_POLICIES = ("random", "target")
@@ -263,28 +265,6 @@ def chance_level(params: dict[str, Any]) -> float:
     return 1.0 / k if params["kind"] == "noise" else 1.0 / (k - 1)
 
 
-def _as_nhwc(images: Any, name: str) -> np.ndarray:
-    arr = np.asarray(images)
-    if arr.ndim == 3:  # (N, H, W) grayscale, as idx files and many loaders give it
-        arr = arr[..., None]
-    if arr.ndim != 4 or arr.dtype != np.uint8:
-        raise TriggerSetError(
-            f"{name} must be a uint8 array (N, H, W, C) or (N, H, W); got {arr.dtype} {arr.shape}. "
-            "Convert floats in [0, 1] with (x * 255).round().astype(np.uint8)."
-        )
-    return arr
-
-
-def _as_labels(labels: Any, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or len(arr) != n:
-        raise TriggerSetError(
-            f"{name} must be a 1-D integer array with one label per source image ({n}); "
-            f"got {arr.dtype} {arr.shape}"
-        )
-    return arr.astype(np.int64)
-
-
 def _assign_labels(
     stream: KeyedStream, n: int, k: int, policy: str, target: int, avoid: np.ndarray | None
 ) -> np.ndarray:
@@ -369,7 +349,7 @@ def make_trigger_set(
         images = np.stack([abstract_image(stream, shape) for _ in range(size)])
         return TriggerSet(images, labels, kind, params)
 
-    src = _as_nhwc(source_images, "source_images")
+    src = as_nhwc(source_images, "source_images")
     if kind in ("folder", "content") and src.shape[1:] != shape:
         raise TriggerSetError(f"source_images must have image shape {shape}; got {src.shape[1:]}")
     if kind == "unrelated" and (shape[2] not in (1, 3) or src.shape[-1] not in (1, 3)):
@@ -380,7 +360,7 @@ def make_trigger_set(
     if source_labels is None and kind != "unrelated":
         # Content labels must differ from the true class, or an innocent model scores on them.
         raise TriggerSetError(f"source_labels is required for kind={kind!r}")
-    lab = None if source_labels is None else _as_labels(source_labels, len(src), "source_labels")
+    lab = None if source_labels is None else as_labels(source_labels, len(src), "source_labels")
     if kind != "unrelated" and lab.size and (lab.min() < 0 or lab.max() >= k):
         raise TriggerSetError(f"source_labels must lie in [0, {k}) (num_classes={k})")
     params["source_digest"] = source_digest(src, lab)

@@ -23,9 +23,9 @@ from jaxwm.manifest import (
     regenerate,
     write_manifest,
 )
+from jaxwm.trigger_images import content_stamp
 from jaxwm.triggers import (
     TriggerSet,
-    content_stamp,
     generate_secret,
     make_trigger_set,
 )
