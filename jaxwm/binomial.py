@@ -15,8 +15,7 @@ Poisson approximation) and in floating point without catastrophic cancellation:
 
 Relative accuracy is about 1e-13 for ``n`` up to 1e5 and beyond. :func:`binomial_log_pvalue`
 stays finite far below float underflow, where :func:`binomial_pvalue` returns ``0.0``. Pure
-Python and ``math``; NumPy only for argument checks. :mod:`jaxwm.verify` re-exports both
-functions and :class:`VerificationError`.
+Python and ``math``; NumPy only for argument checks.
 
 Example:
     >>> # 21 of 100 trigger labels reproduced with K = 10 classes (chance 10 %)

@@ -43,10 +43,9 @@ from typing import Any
 import numpy as np
 
 from jaxwm import stats
-from jaxwm.binomial import binomial_log_pvalue as binomial_log_pvalue
-from jaxwm.binomial import binomial_pvalue as binomial_pvalue
+from jaxwm.binomial import binomial_log_pvalue
 from jaxwm.errors import VerificationError
-from jaxwm.stats import NullThreshold as NullThreshold
+from jaxwm.stats import NullThreshold
 
 DEFAULT_ALPHA = 1e-3
 DEFAULT_FPR = 0.05

@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from jaxwm.binomial import binomial_log_pvalue, binomial_pvalue
 from jaxwm.errors import VerificationError
 from jaxwm.verify import (
     DEFAULT_ALPHA,
     Verdict,
-    binomial_log_pvalue,
-    binomial_pvalue,
     null_threshold,
     predict_labels,
     retention,

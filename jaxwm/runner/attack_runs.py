@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from jaxwm import attacks, controls, embed, triggers, verify
+from jaxwm.binomial import binomial_pvalue
 from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
@@ -96,7 +97,7 @@ def decision_threshold(
     """
     chance = 1.0 / num_classes if chance is None else chance
     for k in range(n + 1):
-        if verify.binomial_pvalue(k, n, chance) < alpha and (null_thr is None or k / n > null_thr):
+        if binomial_pvalue(k, n, chance) < alpha and (null_thr is None or k / n > null_thr):
             return k / n
     return math.inf
 
