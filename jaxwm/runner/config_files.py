@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.machinery
 import importlib.util
 import sys
 import traceback
@@ -120,13 +121,13 @@ def _describe(exc: BaseException) -> str:
 def _execute(path: Path, where: str, arg: str | None) -> object:
     """Runs the file as a module and returns its ``get_config(...)`` result."""
     name = f"jaxwm_config_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ConfigError(f"{where} cannot be loaded as Python; config files end in .py")
+    # An explicit source loader, as ml_collections uses: a file need not end in .py.
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    module_spec = importlib.util.spec_from_loader(name, loader)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # as ml_collections does: dataclasses in a config need it
     try:
-        module_spec.loader.exec_module(module)
+        loader.exec_module(module)
     except SyntaxError as e:
         raise ConfigError(
             f"{where} is not valid Python (line {e.lineno}: {e.msg}); fix the file"
