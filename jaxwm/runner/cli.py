@@ -109,7 +109,10 @@ def _override_error(e: Exception) -> str:
 
 def _parse_flags(parsed: _Parsed, argv: list[str]) -> list[str]:
     """absl's flags parser, with --config loaded first and every mistake as one line."""
-    args = argv[1:]
+    try:  # --flagfile=F first, so that a --config inside F is found too
+        args = flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
+    except flags.Error as e:
+        sys.exit(f"error: {str(e).removeprefix('ERROR:: ')}")
     if any(a in _HELP for a in args):
         print(USAGE, end="")
         sys.exit(0)
