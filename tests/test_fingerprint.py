@@ -172,7 +172,11 @@ def test_victim_of_another_architecture_or_class_count_is_one_line(finished, tmp
         modes.run(cfg, tmp_path / "e")
     msg = _one_line(err)
     assert "num_classes 4 -> this run's data has 3" in msg and str(finished) in msg
-    # verify (and every loader): arrays that do not fit the architecture meta.json records.
+    # verify: a suspect that takes other images than the watermark set's.
+    with pytest.raises(CheckpointError) as err:
+        runs.load_model_for(finished, channels=1)
+    assert "takes 3-channel images" in _one_line(err) and str(finished) in str(err.value)
+    # Every loader: arrays that do not fit the architecture meta.json records.
     bad = _copy(finished, tmp_path / "bad")
     meta = json.loads((bad / "model" / "meta.json").read_text())
     meta["config"]["model"]["widths"] = [8, 16]

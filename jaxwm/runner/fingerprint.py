@@ -217,9 +217,14 @@ def bind(workdir: Path, rec: dict[str, Any], *, restart: bool, label: str) -> No
             _move_aside(workdir)
         elif old is None:
             raise ConfigError(
-                f"{label} holds checkpoints of a run with no record of its config (written "
-                f"before jaxwm kept {FILE}), so a resume cannot be checked; {RESTART_HINT}, or "
-                "pick another --workdir"
+                f"{label} holds a run (checkpoints or model/) with no record of its config "
+                f"(written before jaxwm kept {FILE}), so a resume cannot be checked; "
+                f"{RESTART_HINT}, or pick another --workdir"
+            )
+        elif old.get("kind") != rec["kind"]:
+            raise ConfigError(
+                f"{label} holds a model made by {old.get('kind')!r}, not a {rec['kind']!r} run; "
+                f"pick another --workdir, or {RESTART_HINT}"
             )
         elif old.get("fields") != rec["fields"]:
             diff = differences(old.get("fields", {}), rec["fields"])
@@ -228,8 +233,7 @@ def bind(workdir: Path, rec: dict[str, Any], *, restart: bool, label: str) -> No
                 f"the config it was made with, pick another --workdir, or {RESTART_HINT} "
                 f"(it goes to {workdir / 'replaced'})"
             )
-        elif old.get("digest") == rec["digest"] and (workdir / FILE).is_file():
-            return
+    # Rewritten even when equal: every process then takes the same path to the barrier.
     _write(workdir / FILE, rec)
     _sync("jaxwm_fingerprint_bound")
 

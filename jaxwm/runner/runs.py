@@ -189,12 +189,13 @@ def write_manifests(directory: Path, sets, dataset: str) -> str:
     return digest
 
 
-def load_model_for(path: str | Path, num_classes: int | None = None):
+def load_model_for(path: str | Path, num_classes: int | None = None, channels: int | None = None):
     """Loads a saved run's model and rebuilds its pure functions from the saved config.
 
     Args:
       path: A run directory (or its ``model`` directory).
       num_classes: The class count the caller's data has; None takes the model's own.
+      channels: The image channels the caller will feed it; None skips that check.
 
     Raises:
       CheckpointError: One line naming ``path`` when the model was made for another class
@@ -209,10 +210,16 @@ def load_model_for(path: str | Path, num_classes: int | None = None):
             f"{num_classes} (data.source {meta['dataset'].get('source')!r}); use that model's "
             "data.source or a model trained on this data"
         )
+    saved_c = len(meta["normalization"]["mean"])
+    if channels is not None and channels != saved_c:
+        raise CheckpointError(
+            f"the model in {path} takes {saved_c}-channel images but this run's images have "
+            f"{channels} channels (data.source {meta['dataset'].get('source')!r} made it); use a "
+            "model trained on images like these"
+        )
     model = experiments.build_model(cfg, saved_k)
-    channels = len(meta["normalization"]["mean"])
     check_fits(
-        model, params, state, channels, f"the model in {path}", _arch(meta["config"], saved_k)
+        model, params, state, saved_c, f"the model in {path}", _arch(meta["config"], saved_k)
     )
     return model, params, state, meta
 
@@ -426,7 +433,7 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     if not cfg.embed.victim:
         raise ConfigError("mode=embed needs embed.victim: the run directory of a trained model")
     ds = experiments.load_data(cfg)
-    model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes)
+    model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes, ds.image_shape[2])
     victim_fp = fingerprint.model_record(Path(cfg.embed.victim)) or {}
     sets = make_sets(cfg, ds)
     write_manifests(workdir, sets, ds.name)
