@@ -4,8 +4,8 @@ A training run writes ``<workdir>/fingerprint.json`` before its first checkpoint
 decide its result (:func:`train_fields`). A later run in that directory resumes or reuses the
 checkpoints and the model only when its own fields are the same; otherwise it is refused with one
 line naming the differing fields (old -> new), or, with ``restart=True``, the earlier run is moved
-aside to ``<workdir>/replaced/<UTC time>/`` (one ``rename`` per file, the fingerprint last, so an
-interrupted move is still refused, never silently reused) and the run starts afresh.
+aside to ``<workdir>/replaced/<UTC time>/`` (one ``rename`` per file, the fingerprint last, so
+whatever an interrupted move leaves is still bound to the earlier run) and the run starts afresh.
 
 Fields that never change a trained model are left out: ``progress``, the compile cache,
 ``data.cache_dir``/``data.tfds_data_dir``, ``train.eval_every`` and ``train.checkpoint_every``
@@ -211,8 +211,9 @@ def bind(workdir: Path, rec: dict[str, Any], *, restart: bool, label: str) -> No
         differing fields) or a pre-fingerprint run whose config was not recorded.
     """
     workdir = Path(workdir)
-    old = stored(workdir)
-    if has_run(workdir):
+    old, earlier = stored(workdir), has_run(workdir)
+    _sync("jaxwm_fingerprint_read")  # every process decides on the same files
+    if earlier:
         if restart:
             _move_aside(workdir)
         elif old is None:
@@ -257,6 +258,7 @@ def prepare(cfg: Mapping, workdir: Path) -> None:
     """
     workdir = Path(workdir)
     adopt_legacy(workdir)
+    _sync("jaxwm_fingerprint_adopted")  # every process, so all then read the same file
     if cfg.get("mode") == "train":
         bind_train(cfg, workdir)
 
@@ -298,7 +300,7 @@ def _move_aside(workdir: Path) -> None:
             dest = workdir / "replaced" / f"{stamp}-{n}"
         dest.mkdir(parents=True)
         moved = []
-        for name in (*TRAIN_ARTEFACTS, FILE):  # the fingerprint last: a half-done move is refused
+        for name in (*TRAIN_ARTEFACTS, FILE):  # the fingerprint last: what stays is still bound
             if (workdir / name).exists():
                 (workdir / name).rename(dest / name)
                 moved.append(name)
