@@ -34,6 +34,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.mode = "train"
     c.seed = 0
     c.progress = True
+    # A run directory holding a run made with other fields (runner/fingerprint.py) is refused;
+    # True moves that run aside (<workdir>/replaced/<time>/) and starts afresh.
+    c.restart = False
     # JAX's persistent compilation cache: a second run of the same config skips XLA compilation.
     c.compile_cache = "~/.cache/jaxwm/xla"  # "" disables
     c.compile_cache_min_s = 1.0  # cache only compilations at least this long (0 = all)

@@ -24,7 +24,7 @@ import ml_collections
 
 from jaxwm import data, models, version
 from jaxwm.engine import checkpoint, loop, sweep
-from jaxwm.runner import config
+from jaxwm.runner import config, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,14 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-    """Mode ``train``: trains the (victim) model and saves it to ``workdir/model``."""
+    """Mode ``train``: trains the (victim) model and saves it to ``workdir/model``.
+
+    ``workdir`` is bound to the config's train fingerprint before any checkpoint is read or
+    written (:mod:`jaxwm.runner.fingerprint`): a resume with other fields is refused, or with
+    ``restart=True`` the earlier run is moved aside.
+    """
     t0 = time.perf_counter()
+    fp = fingerprint.bind_train(cfg, workdir)
     ds = load_data(cfg)
     model = build_model(cfg, ds.num_classes)
     print(
@@ -139,6 +145,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "dataset": {"name": ds.name, "source": cfg.data.source, "class_names": ds.class_names},
         "normalization": {"mean": ds.mean, "std": ds.std},
         "metrics": {k: v for k, v in summary.items() if k != "history"},
+        "fingerprint": fp,
     }
     checkpoint.save_model(workdir, jax.device_get(ts.params), jax.device_get(ts.state), meta)
     write_json(workdir / "results.json", summary)

@@ -21,6 +21,7 @@ from jaxwm.runner import (
     attack_runs,
     config,
     experiments,
+    fingerprint,
     lock,
     procpool,
     report,
@@ -62,6 +63,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
 
 
 def _run_locked(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    fingerprint.prepare(cfg, workdir)  # before config.json is rewritten (it may be the record)
     experiments.write_json(workdir / "config.json", config.public_dict(cfg))
     if cfg.compile_cache:
         compile_stats.enable_persistent_cache(cfg.compile_cache, cfg.compile_cache_min_s)

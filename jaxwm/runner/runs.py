@@ -20,9 +20,9 @@ import numpy as np
 
 from jaxwm import controls, data, embed, triggers, verify
 from jaxwm.engine import checkpoint, loop, train
-from jaxwm.errors import ConfigError
+from jaxwm.errors import CheckpointError, ConfigError
 from jaxwm.manifest import publication_digest, write_manifest
-from jaxwm.runner import config, experiments
+from jaxwm.runner import config, experiments, fingerprint
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {
@@ -189,12 +189,87 @@ def write_manifests(directory: Path, sets, dataset: str) -> str:
     return digest
 
 
-def load_model_for(path: str | Path, num_classes: int | None = None):
-    """Loads a saved run's model and rebuilds its pure functions from the saved config."""
+def load_model_for(path: str | Path, num_classes: int | None = None, channels: int | None = None):
+    """Loads a saved run's model and rebuilds its pure functions from the saved config.
+
+    Args:
+      path: A run directory (or its ``model`` directory).
+      num_classes: The class count the caller's data has; None takes the model's own.
+      channels: The image channels the caller will feed it; None skips that check.
+
+    Raises:
+      CheckpointError: One line naming ``path`` when the model was made for another class
+        count, or its arrays do not fit the architecture its ``meta.json`` records.
+    """
     params, state, meta = checkpoint.load_model(path)
     cfg = ml_collections.ConfigDict(meta["config"])
-    k = num_classes or len(meta["dataset"]["class_names"])
-    return experiments.build_model(cfg, k), params, state, meta
+    saved_k = len(meta["dataset"]["class_names"])
+    if num_classes is not None and num_classes != saved_k:
+        raise CheckpointError(
+            f"the model in {path} was trained for num_classes {saved_k} -> this run's data has "
+            f"{num_classes} (data.source {meta['dataset'].get('source')!r}); use that model's "
+            "data.source or a model trained on this data"
+        )
+    saved_c = len(meta["normalization"]["mean"])
+    if channels is not None and channels != saved_c:
+        raise CheckpointError(
+            f"the model in {path} takes {saved_c}-channel images but this run's images have "
+            f"{channels} channels (data.source {meta['dataset'].get('source')!r} made it); use a "
+            "model trained on images like these"
+        )
+    model = experiments.build_model(cfg, saved_k)
+    check_fits(
+        model, params, state, saved_c, f"the model in {path}", _arch(meta["config"], saved_k)
+    )
+    return model, params, state, meta
+
+
+def _arch(cfg: dict, num_classes: int) -> dict[str, Any]:
+    m = cfg.get("model", {})
+    return {"model.widths": tuple(m.get("widths", ())), "num_classes": num_classes,
+            "model.stage_sizes": tuple(m.get("stage_sizes", ()))}  # fmt: skip
+
+
+def check_fits(model, params, state, channels: int, label: str, expected: dict[str, Any],
+               saved: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Raises one line if ``params``/``state`` do not have the shapes ``model`` initialises.
+
+    Args:
+      model: The model the arrays are meant for.
+      params, state: Loaded arrays.
+      channels: Image channels of the data (the stem's input width).
+      label: How the message names the arrays' origin.
+      expected: The architecture fields ``model`` was built from (named in the message).
+      saved: The fields the arrays were saved with, when known: the message lists those
+        that differ from ``expected``.
+
+    Raises:
+      CheckpointError: naming ``label``, the differing fields and the first mismatched leaf.
+    """
+    # Parameter shapes depend on the channels, not the image size (global pooling).
+    sample = jax.ShapeDtypeStruct((1, 8, 8, channels), np.float32)
+    want = jax.eval_shape(model.init, jax.random.key(0), sample)
+    got = jax.tree.map(lambda x: tuple(np.shape(x)), (params, state))
+    want_shapes = jax.tree.map(lambda x: tuple(x.shape), want)
+    if got == want_shapes:
+        return
+    flat_got = dict(jax.tree_util.tree_flatten_with_path(got, is_leaf=_is_shape)[0])
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(want_shapes, is_leaf=_is_shape)[0])
+    first = next(
+        (f"{jax.tree_util.keystr(k)} {flat_got.get(k)} vs {flat_want.get(k)}"
+         for k in sorted(set(flat_got) | set(flat_want), key=str)
+         if flat_got.get(k) != flat_want.get(k)), "the tree structure",
+    )  # fmt: skip
+    diff = fingerprint.differences(saved, expected) if saved else []
+    fields = "; ".join(diff) if diff else ", ".join(f"{k} {v!r}" for k, v in expected.items())
+    raise CheckpointError(
+        f"{label} does not fit this architecture ({fields}); first difference {first}; use a "
+        "model trained with this config's model.* fields and data, or change them to match"
+    )
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
 
 
 def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
@@ -203,8 +278,9 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
     config.secret(cfg, embedding=True)  # fail before training if there is no usable key
     ds = experiments.load_data(cfg)
     model = experiments.build_model(cfg, ds.num_classes)
-    victim = _trained(cfg, Path(cfg.pipeline.victim or workdir / "victim"), cfg.seed, "victim")
-    nulls = [_trained(cfg, workdir / f"null{i}", cfg.seed + 1 + i, f"null model {i + 1}")
+    victim = _trained(cfg, Path(cfg.pipeline.victim or workdir / "victim"), cfg.seed, "victim",
+                      model, ds, given=bool(cfg.pipeline.victim))  # fmt: skip
+    nulls = [_trained(cfg, workdir / f"null{i}", cfg.seed + 1 + i, f"null model {i + 1}", model, ds)
              for i in range(cfg.verify.null_models)]  # fmt: skip
 
     sets = make_sets(cfg, ds)
@@ -242,6 +318,9 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
                 "manifests": [f"watermark/manifest{i}.json" for i in range(len(sets))],
             },
             "metrics": {k: v for k, v in res.items() if k != "history"},
+            "fingerprint": fingerprint.record(
+                "embed", fingerprint.embed_fields(cfg, method=method)
+            ),
         }
         checkpoint.save_model(workdir / method, p, s, meta)
     results["wall_s"] = time.perf_counter() - t0
@@ -252,18 +331,46 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
     return results
 
 
-def _trained(cfg, run_dir: Path, seed: int, label: str):
-    """A model trained by mode ``train`` in ``run_dir`` (reused when already finished)."""
-    if (run_dir / "model").is_dir():
-        _say(f"{label}: reusing {run_dir / 'model'}")
-        params, state, _ = checkpoint.load_model(run_dir)
-        return run_dir, params, state
+def _trained(cfg, run_dir: Path, seed: int, label: str, model, ds, *, given: bool = False):
+    """A model trained by mode ``train`` in ``run_dir`` with ``cfg`` at ``seed``.
+
+    A finished run there is reused only when its fingerprint matches (else refused, or moved
+    aside with ``restart=True``); an unfinished one resumes under the same rule. A ``given``
+    directory (``pipeline.victim``) is never trained or moved: it must hold a finished model of
+    the same fingerprint.
+    """
     sub = ml_collections.ConfigDict(cfg.to_dict())
     sub.seed = seed
     sub.mode = "train"
-    _say(f"{label}: training in {run_dir}")
-    experiments.run_train(sub, run_dir)
-    params, state, _ = checkpoint.load_model(run_dir)
+    rec = fingerprint.record("train", fingerprint.train_fields(sub))
+    if given:
+        where = f"pipeline.victim={str(run_dir)!r}"
+        if not (run_dir / "model" / "meta.json").is_file():
+            raise ConfigError(
+                f"{where} holds no finished model (no model/meta.json); pass the run directory "
+                "of a finished mode=train run, or leave pipeline.victim empty to train one in "
+                "<workdir>/victim"
+            )
+        fingerprint.check_model(
+            run_dir, rec, label=where,
+            hint="run the pipeline with the config it was trained with (see its model/meta.json), "
+            "or leave pipeline.victim empty to train a victim with this config in <workdir>/victim",
+        )  # fmt: skip
+    else:
+        fingerprint.bind(
+            run_dir, rec, restart=cfg.restart, label=f"the {label} run {str(run_dir)!r}"
+        )
+    if (run_dir / "model").is_dir():
+        _say(f"{label}: reusing {run_dir / 'model'}")
+    else:
+        _say(f"{label}: training in {run_dir}")
+        experiments.run_train(sub, run_dir)
+    params, state, meta = checkpoint.load_model(run_dir)
+    check_fits(
+        model, params, state, ds.image_shape[2], f"the {label} in {run_dir}",
+        _arch(config.public_dict(cfg), ds.num_classes),
+        _arch(meta["config"], len(meta["dataset"]["class_names"])),
+    )  # fmt: skip
     return run_dir, params, state
 
 
@@ -326,7 +433,8 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     if not cfg.embed.victim:
         raise ConfigError("mode=embed needs embed.victim: the run directory of a trained model")
     ds = experiments.load_data(cfg)
-    model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes)
+    model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes, ds.image_shape[2])
+    victim_fp = fingerprint.model_record(Path(cfg.embed.victim)) or {}
     sets = make_sets(cfg, ds)
     write_manifests(workdir, sets, ds.name)
     manifests = [f"manifest{i}.json" for i in range(len(sets))]
@@ -341,6 +449,7 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "normalization": {"mean": ds.mean, "std": ds.std},
         "watermark": {"method": cfg.embed.method, "manifests": manifests},
         "metrics": after,
+        "fingerprint": fingerprint.record("embed", fingerprint.embed_fields(cfg, victim_fp)),
     }
     checkpoint.save_model(workdir, p, s, meta)
     out = {"before": before, "after": after, "history": hist}

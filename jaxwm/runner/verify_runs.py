@@ -182,7 +182,7 @@ def _suspect_answers(cfg, plan, k: int) -> tuple[np.ndarray, str]:
 
 def _model_labels(run_dir: str, images: np.ndarray, k: int, role: str) -> np.ndarray:
     """A saved model's labels on ``images``, with its own architecture and normalisation."""
-    model, params, state, meta = runs.load_model_for(run_dir)
+    model, params, state, meta = runs.load_model_for(run_dir, channels=int(images.shape[-1]))
     norm = meta["normalization"]
     predict = train.make_predict(model.apply, norm["mean"], norm["std"])
     width = int(np.asarray(predict(params, state, images[:1])).shape[-1])
