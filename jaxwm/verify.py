@@ -43,9 +43,8 @@ from typing import Any
 import numpy as np
 
 from jaxwm import stats
-from jaxwm.binomial import binomial_log_pvalue
 from jaxwm.errors import VerificationError
-from jaxwm.stats import NullThreshold
+from jaxwm.stats import NullThreshold, binomial_log_pvalue
 
 DEFAULT_ALPHA = 1e-3
 DEFAULT_FPR = 0.05

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxwm.binomial import binomial_log_pvalue, binomial_pvalue
 from jaxwm.errors import VerificationError
+from jaxwm.stats import binomial_log_pvalue, binomial_pvalue
 from jaxwm.verify import (
     DEFAULT_ALPHA,
     Verdict,

@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxwm.binomial import binomial_log_pvalue
 from jaxwm.errors import VerificationError
+from jaxwm.stats.binomial import binomial_log_pvalue
 
 __all__ = [
     "NullThreshold",
