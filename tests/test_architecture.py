@@ -19,7 +19,7 @@ PACKAGE = ROOT / "jaxwm"
 # The layer table, lowest first: a module may import only its own layer or lower layers. An
 # entry names a module or a package (every module under it). Every jaxwm module must be here.
 LAYERS = [
-    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.binomial", "jaxwm.version"]),
+    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.version"]),
     ("engine+data", ["jaxwm.engine", "jaxwm.data"]),
     ("method", ["jaxwm.models", "jaxwm.triggers", "jaxwm.trigger_images", "jaxwm.manifest",
                 "jaxwm.controls", "jaxwm.embed", "jaxwm.verify", "jaxwm.blackbox"]),

@@ -31,13 +31,13 @@ import ml_collections
 import numpy as np
 
 from jaxwm import controls, triggers, verify
-from jaxwm.binomial import binomial_pvalue
 from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
 from jaxwm.runner import attack_registry, config, experiments, plots, runs
 from jaxwm.runner.attack_registry import AttackContext
 from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
+from jaxwm.stats import binomial_pvalue
 
 PyTree = Any
 
