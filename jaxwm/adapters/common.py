@@ -7,11 +7,12 @@ adapters get both from a list of *layer paths* (``prune_layers``):
 * the activation of a layer is the output of its first call, channels last. Pruning counts how
   often a channel is positive, and ``relu(y) > 0`` exactly when ``y > 0``, so for a layer
   followed by a ReLU this is the firing rate of the ReLU's channel;
-* pruning channel ``c`` zeroes the layer's own output slice: ``kernel[..., c]`` (Flax),
-  ``weight[c]`` (Equinox) and ``bias[c]``. The channel's output is then exactly 0. A
-  normalisation layer after it would add its bias back: to silence such a channel exactly, pass
-  ``prune_layers`` as a full table that also lists the normalisation's ``scale`` and ``bias``
-  (``{"conv1": (("conv1/kernel", 3), ("bn1/scale", 0), ("bn1/bias", 0))}``).
+* pruning channel ``c`` zeroes the layer's own slices of it: ``kernel[..., c]`` (Flax),
+  ``weight[c]`` (Equinox), ``bias[c]`` and a normalisation's ``scale[c]``, so the layer's output
+  in that channel is exactly 0. Name the layer just before the ReLU: for ``conv -> BatchNorm ->
+  relu`` that is the BatchNorm (zeroing the convolution alone would leave the BatchNorm's bias
+  in the channel). Any other choice of slices can be given as a full table,
+  ``{"conv1": (("conv1/kernel", 3), ("bn1/scale", 0), ("bn1/bias", 0))}``.
 
 No framework is imported here.
 """
@@ -112,7 +113,10 @@ def prunable_table(
                 )
             ndim = np.ndim(leaves[path])
             if not -ndim <= int(axis) < ndim:
-                raise ModelError(f"prune_layers[{layer!r}]: axis {axis} of {path!r} (ndim {ndim})")
+                raise ModelError(
+                    f"prune_layers[{layer!r}]: axis {axis} is out of range for {path!r} "
+                    f"(ndim {ndim})"
+                )
             resolved.append((path, int(axis) % ndim))
             channels.add(np.shape(leaves[path])[int(axis)])
         if len(channels) > 1:
