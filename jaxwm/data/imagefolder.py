@@ -91,8 +91,19 @@ MAX_DECODED_BYTES = 8 * 2**30  # all decoded images of a dataset together
 _END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)  # POSIX: two zero blocks end a tar
 
 
-def _limit(env: str, default: int) -> int:
-    """The limit from ``$env`` (a positive integer) or ``default``."""
+def env_limit(env: str, default: int) -> int:
+    """The limit from ``$env`` (a positive integer) or ``default``.
+
+    Args:
+      env: Environment variable, e.g. ``JAXWM_MAX_FILE_BYTES``.
+      default: Its value when unset or empty.
+
+    Returns:
+      The limit.
+
+    Raises:
+      DatasetError: the variable is set but not a positive integer.
+    """
     raw = os.environ.get(env)
     if raw is None or not raw.strip():
         return default
@@ -130,7 +141,7 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
-            max_pixels = _limit("JAXWM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+            max_pixels = env_limit("JAXWM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
             if w * h > max_pixels:
                 raise _too_big(where, f"the image's pixel count ({w}x{h})", w * h, max_pixels,
                                "JAXWM_MAX_IMAGE_PIXELS")  # fmt: skip
@@ -193,7 +204,7 @@ def _iter_dir(root: Path) -> Iterator[tuple[str, str, str, bytes | None]]:
 
 
 def _check_file_size(where: str, size: int) -> None:
-    limit = _limit("JAXWM_MAX_FILE_BYTES", MAX_FILE_BYTES)
+    limit = env_limit("JAXWM_MAX_FILE_BYTES", MAX_FILE_BYTES)
     if size > limit:
         raise _too_big(where, "the file's size in bytes", size, limit, "JAXWM_MAX_FILE_BYTES")
 
@@ -305,7 +316,7 @@ def _decode_folder(path: Path) -> dict[str, np.ndarray]:
     entries = _iter_dir(path) if path.is_dir() else _iter_tar(path)
     images = {s: {} for s in SPLITS}  # split -> label_dir -> list of arrays
     first_where, size, colour = None, None, False
-    max_decoded, decoded = _limit("JAXWM_MAX_DECODED_BYTES", MAX_DECODED_BYTES), 0
+    max_decoded, decoded = env_limit("JAXWM_MAX_DECODED_BYTES", MAX_DECODED_BYTES), 0
     try:
         for split, label_dir, where, data in entries:
             bucket = images[split].setdefault(label_dir, [])
