@@ -35,17 +35,17 @@ def _read_idx(path: PathLike) -> np.ndarray:
     # a gzip bomb is cut off after ``limit + 1`` bytes instead of filling memory.
     limit = imagefolder.env_limit("JAXWM_MAX_FILE_BYTES", imagefolder.MAX_FILE_BYTES)
     try:
-        f = Path(path).open("rb")
-    except OSError as err:
-        raise IdxFormatError(f"cannot read idx file {str(path)!r}: {err}") from None
-    with f:
-        try:
+        with Path(path).open("rb") as f:
             raw = f.read(limit + 1)
             if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
                 f.seek(0)
-                raw = gzip.GzipFile(fileobj=f).read(limit + 1)
-        except (OSError, EOFError, zlib.error) as err:
-            raise IdxFormatError(f"idx file {str(path)!r} is a broken gzip file: {err}") from None
+                try:
+                    raw = gzip.GzipFile(fileobj=f).read(limit + 1)
+                except (OSError, EOFError, zlib.error) as err:
+                    msg = f"idx file {str(path)!r} is a broken gzip file: {err}"
+                    raise IdxFormatError(msg) from None
+    except OSError as err:
+        raise IdxFormatError(f"cannot read idx file {str(path)!r}: {err}") from None
     if len(raw) > limit:
         raise IdxFormatError(
             f"idx file {str(path)!r} holds over {limit:,} bytes (decompressed), the limit; if "
