@@ -133,7 +133,7 @@ class Checkpointer:
             out = self._mgr.restore(step, args=args)
         except Exception as e:  # orbax raises many types; the user needs the path and a way out
             raise CheckpointError(
-                f"cannot restore checkpoint {self.directory / str(step)}: {type(e).__name__}: {e}. "
+                f"cannot restore checkpoint {self.directory / str(step)}: {_brief(e)}. "
                 "If it is corrupt or from a different config, move that step directory away to "
                 "resume from an earlier one, or use a new --workdir to start afresh."
             ) from e
@@ -327,13 +327,25 @@ def load_model(path: str | os.PathLike) -> tuple[PyTree, PyTree, dict]:
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path / 'meta.json'}: {e}") from e
+        raise CheckpointError(
+            f"cannot read {path / 'meta.json'}: {_brief(e)}; the saved model is damaged: point to "
+            "another run, or re-create this one (run its mode=train/embed again)"
+        ) from e
     try:
         with ocp.StandardCheckpointer() as ckptr:
             tree = ckptr.restore(path / "arrays")
     except Exception as e:  # see Checkpointer.restore
-        raise CheckpointError(f"cannot read model arrays in {path / 'arrays'}: {e}") from e
+        raise CheckpointError(
+            f"cannot read model arrays in {path / 'arrays'}: {_brief(e)}; the saved model is "
+            "damaged: point to another run, or re-create this one (run its mode=train/embed again)"
+        ) from e
     return tree["params"], tree["state"], meta
+
+
+def _brief(e: BaseException, limit: int = 300) -> str:
+    """``e`` as one line of at most ``limit`` characters (orbax's messages span many lines)."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _disk_bytes(path: Path) -> int:

@@ -54,7 +54,20 @@ MODES: dict[str, Mode] = {
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Validates ``cfg`` and runs its ``mode`` in ``workdir``."""
+    """Validates ``cfg`` and runs its ``mode`` in ``workdir``.
+
+    Args:
+      cfg: The run's config.
+      workdir: The run directory (created if missing).
+
+    Returns:
+      The mode's summary.
+
+    Raises:
+      JaxwmError: every failure a user can fix, in one line: a bad config or ``workdir``
+        (before any work), a full disk (:class:`DiskFullError`), Ctrl-C (:class:`RunInterrupted`,
+        naming the last complete checkpoint and the command that resumes).
+    """
     config.validate(cfg)
     if cfg.mode == "reproduce" and cfg.reproduce.processes != 1:
         procpool.leave_devices_to_jobs()  # before JAX touches a GPU: the units run elsewhere
@@ -83,8 +96,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
             raise
         where = getattr(e, "filename", None) or f"a file in {workdir}"
         raise DiskFullError(
-            f"disk full (no space left on device) while writing {where}; files already "
-            f"written were written whole. Free some space, then run the same command again: "
+            f"disk full (no space left on device) while writing {where}; the files "
+            f"written before it are intact. Free some space, then run the same command again: "
             f"{_same_command()}"
         ) from None
     finally:
