@@ -5,9 +5,21 @@ code that catches those still works. A caller that wants every error a user can 
 config, a missing dataset, an unreadable checkpoint...) catches :class:`JaxwmError`.
 """
 
+import errno
+import os
+
+# errno values that mean "the disk (or the user's quota) is full".
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
 
 class JaxwmError(Exception):
-    """Base of every error jaxwm raises on purpose; the message says what is wrong and where."""
+    """Base of every error jaxwm raises on purpose; the message says what is wrong and where.
+
+    Attributes:
+      exit_code: The exit status of the command line when this error ends a run.
+    """
+
+    exit_code = 1
 
 
 class ConfigError(JaxwmError, ValueError):
@@ -61,3 +73,43 @@ class JobError(JaxwmError, RuntimeError):
 class ModelError(JaxwmError, ValueError):
     """Raised when a user's network cannot be wrapped as a jaxwm model (:mod:`jaxwm.adapters`);
     the message names the argument and the fix."""
+
+
+class DiskFullError(JaxwmError, OSError):
+    """Raised when a write fails because its disk or quota is full; the message names the path
+    and what was kept (e.g. the last complete checkpoint)."""
+
+
+class RunInterrupted(JaxwmError):
+    """Raised when a run is stopped by Ctrl-C (SIGINT); the message says where it can resume.
+
+    Attributes:
+      exit_code: 130, the shell's code for a process ended by SIGINT (128 + 2).
+    """
+
+    exit_code = 130
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) reports a full disk or quota.
+
+    Orbax/TensorStore report a full disk as a ``ValueError`` whose text carries the OS error
+    (``No space left on device [os_error_code='28']``) rather than as an ``OSError``, so the
+    message text is checked too.
+
+    Args:
+      exc: Any exception.
+
+    Returns:
+      True for ``ENOSPC``/``EDQUOT`` anywhere in the ``__cause__``/``__context__`` chain.
+    """
+    texts = [os.strerror(c) for c in _DISK_FULL] + [f"os_error_code='{c}'" for c in _DISK_FULL]
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return True
+        if any(t in str(exc) for t in texts):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -55,44 +55,53 @@ def test_tiny_run_end_to_end(tmp_path):
     assert params["head"]["kernel"].shape == (8, 4)
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
+def test_killed_or_interrupted_run_resumes_to_the_same_result(tmp_path):
     args = [*TINY, "--config.train.epochs=12"]
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    ref = tmp_path / "ref"
     launch(*args, f"--workdir={ref}")
+    p_ref, s_ref, _ = checkpoint.load_model(ref)
+    r_ref = json.loads((ref / "results.json").read_text())["test_accuracy"]
 
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(
-        [sys.executable, "launch.py", *args, f"--workdir={killed}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    metrics = killed / "metrics.jsonl"
-    while time.time() < deadline:  # kill once a few epochs are done, well before the end
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(metrics.read_text().splitlines())
-    assert 3 <= done < 12, f"kill did not land mid-run ({done} epochs done)"
-    assert not (killed / "model").exists()
+    for sig in (signal.SIGKILL, signal.SIGINT):  # kill -9, and Ctrl-C
+        killed = tmp_path / sig.name
+        proc = subprocess.Popen(
+            [sys.executable, "launch.py", *args, f"--workdir={killed}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 120
+        metrics = killed / "metrics.jsonl"
+        while time.time() < deadline:  # kill once a few epochs are done, well before the end
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+        done = len(metrics.read_text().splitlines())
+        assert 3 <= done < 12, f"kill did not land mid-run ({done} epochs done)"
+        assert not (killed / "model").exists()
+        if sig == signal.SIGINT:  # one line: where the run resumes, and the command; exit 130
+            assert proc.returncode == 130 and "Traceback" not in err, err
+            [line] = [x for x in err.splitlines() if x.startswith("error:")]
+            last = checkpoint.complete_steps(killed / "checkpoints")[-1]
+            assert f"checkpoint {killed / 'checkpoints' / str(last)} (epoch {last}/12)" in line
+            assert f"run the same command: python launch.py {args[0]}" in line
+            assert f"--workdir={killed}" in line and len(err.splitlines()) <= 2, err
 
-    resumed = launch(*args, f"--workdir={killed}")
-    assert "resuming train from epoch" in resumed.stderr
-    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
-    assert epochs == list(range(1, 13))  # one row per epoch, none repeated by the resume
-    p_ref, s_ref, _ = checkpoint.load_model(ref)
-    p_res, s_res, _ = checkpoint.load_model(killed)
-    for a, b in zip(
-        _leaves((p_ref, s_ref)), _leaves((p_res, s_res)), strict=True
-    ):  # same seed, same device: bit-identical
-        np.testing.assert_array_equal(a, b)
-    r_ref = json.loads((ref / "results.json").read_text())["test_accuracy"]
-    r_res = json.loads((killed / "results.json").read_text())["test_accuracy"]
-    assert r_ref == r_res
+        resumed = launch(*args, f"--workdir={killed}")
+        assert "resuming train from epoch" in resumed.stderr
+        epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+        assert epochs == list(range(1, 13))  # one row per epoch, none repeated by the resume
+        p_res, s_res, _ = checkpoint.load_model(killed)
+        for a, b in zip(
+            _leaves((p_ref, s_ref)), _leaves((p_res, s_res)), strict=True
+        ):  # same seed, same device: bit-identical
+            np.testing.assert_array_equal(a, b)
+        assert json.loads((killed / "results.json").read_text())["test_accuracy"] == r_ref
 
 
 def _leaves(tree):

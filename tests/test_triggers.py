@@ -437,3 +437,37 @@ def test_idx_directory_is_a_dataset_source(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte"):
         data.load_dataset(f"idx:{tmp_path}")
+
+
+def test_idx_gzip_bomb_fails_fast_without_filling_memory(tmp_path, monkeypatch):
+    import time
+    import tracemalloc
+    import zlib
+
+    monkeypatch.setenv("JAXWM_MAX_FILE_BYTES", str(1 << 20))
+    # Claims 100 x 1000 x 1000 uint8 (100 MB) and holds that many zeros, in ~100 KB of gzip.
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with bomb.open("wb") as f:
+        f.write(comp.compress(_idx_bytes(np.zeros((100, 1, 1), np.uint8))[:4]))
+        f.write(comp.compress(b"".join(d.to_bytes(4, "big") for d in (100, 1000, 1000))))
+        chunk = bytes(1 << 20)
+        for _ in range(100):
+            f.write(comp.compress(chunk))
+        f.write(comp.flush())
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(IdxFormatError, match=r"bomb-idx3-ubyte\.gz.*JAXWM_MAX_FILE_BYTES"):
+            load_idx_images(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 5
+    assert peak < 8 << 20  # about the limit, not the 100 MB the file inflates to
+    # Under the limit the same reader still loads a genuine file.
+    monkeypatch.setenv("JAXWM_MAX_FILE_BYTES", str(200 << 20))
+    ok = tmp_path / "ok-idx3-ubyte.gz"
+    ok.write_bytes(gzip.compress(_idx_bytes(np.ones((2, 3, 3), np.uint8))))
+    assert load_idx_images(ok).shape == (2, 3, 3, 1)

@@ -8,11 +8,14 @@ Fashion-MNIST reaches machines without internet as idx files (e.g. Debian's
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from jaxwm.data import limits
 from jaxwm.errors import IdxFormatError
 
 PathLike = str | os.PathLike[str]
@@ -28,15 +31,26 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def _read_idx(path: PathLike) -> np.ndarray:
+    # The folder source's per-file limit bounds the file and its decompressed content alike:
+    # a gzip bomb is cut off after ``limit + 1`` bytes instead of filling memory.
+    limit = limits.env_limit("JAXWM_MAX_FILE_BYTES", limits.MAX_FILE_BYTES)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as f:
+            raw = f.read(limit + 1)
+            if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
+                f.seek(0)
+                try:
+                    raw = gzip.GzipFile(fileobj=f).read(limit + 1)
+                except (OSError, EOFError, zlib.error) as err:
+                    msg = f"idx file {str(path)!r} is a broken gzip file: {err}"
+                    raise IdxFormatError(msg) from None
     except OSError as err:
         raise IdxFormatError(f"cannot read idx file {str(path)!r}: {err}") from None
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file name says
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise IdxFormatError(f"idx file {str(path)!r} is a broken gzip file: {err}") from None
+    if len(raw) > limit:
+        raise IdxFormatError(
+            f"idx file {str(path)!r} holds over {limit:,} bytes (decompressed), the limit; if "
+            "the file is genuine, raise it with JAXWM_MAX_FILE_BYTES=<larger number>"
+        )
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise IdxFormatError(
             f"idx file {str(path)!r} has bad magic number {raw[:4].hex() or '(empty)'}; expected "
@@ -45,7 +59,7 @@ def _read_idx(path: PathLike) -> np.ndarray:
     ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     if len(raw) != expected:
         raise IdxFormatError(
             f"idx file {str(path)!r} holds {len(raw)} bytes; dims {dims} need {expected}"

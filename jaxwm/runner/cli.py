@@ -153,7 +153,11 @@ def _run(parsed: _Parsed, argv: list[str]) -> None:
     try:
         modes.run(parsed.config, workdir)
     except JaxwmError as e:  # errors a user can fix: the message, not a traceback
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)  # 130 after Ctrl-C, as a shell expects
+    except KeyboardInterrupt:  # before the run started (modes.run reports any later one)
+        print("error: interrupted before the run started; nothing was written", file=sys.stderr)
+        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:
