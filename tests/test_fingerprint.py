@@ -14,7 +14,7 @@ import pytest
 
 from jaxwm.engine import checkpoint
 from jaxwm.errors import CheckpointError, ConfigError, JaxwmError, ManifestError
-from jaxwm.runner import config, fingerprint, modes, runs, verify_runs
+from jaxwm.runner import config, fingerprint, modes, report, runs, verify_runs
 
 SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
 SOURCE = "synthetic:train=256,test=64,classes=4"
@@ -283,3 +283,17 @@ def test_attack_takes_only_models_and_manifests_of_one_pipeline_run(piped, tmp_p
     src = _copy(piped, tmp_path / "stale_manifest")
     shutil.copy(src / "watermark" / "manifest0.json", src / "watermark" / "manifest1.json")
     assert "other watermark sets than the manifests" in attack(src)
+
+
+def test_reproduce_units_are_bound_and_take_restart_from_presets_too(piped, tmp_path):
+    study = tiny(mode="reproduce", restart=True)
+    study.reproduce.presets = True  # a preset sub-config starts from defaults, not this config
+    _, sub = report._entry_config(study, f"mnist={SOURCE}", 0)
+    assert sub.restart is True and sub.model.widths != (4, 8)  # the preset, with restart
+    # A unit's pipeline directory is bound as mode=pipeline's is (here with a tiny config).
+    unit = _copy(piped, tmp_path / "seed0")
+    fields = {"pipeline.methods": ("partitioned",), "embed.epochs": 2}
+    with pytest.raises(ConfigError, match="pipeline.methods"):
+        report._run_unit(_pipeline(**fields), unit, attacks=False)
+    report._run_unit(_pipeline(restart=True, **fields), unit, attacks=False)
+    assert not (unit / "baseline").exists() and (unit / "replaced").is_dir()
