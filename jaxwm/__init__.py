@@ -11,8 +11,9 @@ The method, as pure functions over pytrees (see the README's "Using the library"
 * :mod:`jaxwm.engine` -- the training engine; :mod:`jaxwm.data` -- datasets;
 * :mod:`jaxwm.errors` -- :class:`JaxwmError` and its subclasses, also exported here.
 
-``import jaxwm`` imports these (JAX and optax, not Flax). Two parts are not imported here and
-are imported explicitly: ``jaxwm.models`` (the Flax ResNet; the only module that imports Flax)
+``import jaxwm`` imports these (JAX and optax, not Flax). Three parts are not imported here and
+are imported explicitly: ``jaxwm.models`` (the Flax ResNet), ``jaxwm.adapters`` (your own Flax
+Linen, Flax NNX or Equinox network as a jaxwm model; each adapter imports only its framework)
 and ``jaxwm.runner`` (the config-driven runs behind ``launch.py``; ml_collections and
 matplotlib).
 """
@@ -40,6 +41,7 @@ from jaxwm.errors import (
     JaxwmError,
     JobError,
     ManifestError,
+    ModelError,
     PatternError,
     TriggerSetError,
     VerificationError,
@@ -56,6 +58,7 @@ __all__ = [
     "JaxwmError",
     "JobError",
     "ManifestError",
+    "ModelError",
     "PatternError",
     "TriggerSetError",
     "VerificationError",

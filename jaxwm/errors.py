@@ -56,3 +56,8 @@ class BlackBoxError(VerificationError):
 class JobError(JaxwmError, RuntimeError):
     """Raised when a job process exited with a non-zero status; the message names it and quotes
     its log."""
+
+
+class ModelError(JaxwmError, ValueError):
+    """Raised when a user's network cannot be wrapped as a jaxwm model (:mod:`jaxwm.adapters`);
+    the message names the argument and the fix."""

@@ -2,8 +2,8 @@
 
 This is the only jaxwm module that imports Flax. Everything else (training, watermark embedding,
 attacks, verification) sees a :class:`Model`: a bundle of pure functions over plain dicts of
-arrays. A Linen, NNX (after ``nnx.split``) or Equinox user builds the same bundle for their own
-network and calls the same algorithms.
+arrays. :mod:`jaxwm.adapters` builds the same bundle from a user's own Flax Linen, Flax NNX or
+Equinox network, which then goes through the same algorithms.
 
 The apply contract (what every jaxwm algorithm relies on)::
 

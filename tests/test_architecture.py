@@ -1,11 +1,12 @@
 """Architecture guarantees, checked on the source: layers, no cycles, no hidden imports, no Flax.
 
-* only jaxwm.models imports Flax;
+* only jaxwm.models and the Flax adapters import Flax, only the Equinox adapter imports Equinox
+  (``FRAMEWORK_IMPORTS``);
 * no jaxwm import inside a function or method (a hidden import hides a cycle);
 * no module imports another jaxwm module's ``_private`` name;
 * every module sits in one layer of ``LAYERS`` and imports only its own layer or lower ones;
 * the module import graph is acyclic;
-* ``import jaxwm`` loads neither the runner (ml_collections) nor Flax nor matplotlib.
+* ``import jaxwm`` loads neither the runner (ml_collections) nor Flax nor Equinox nor matplotlib.
 """
 
 import ast
@@ -19,15 +20,24 @@ PACKAGE = ROOT / "jaxwm"
 # The layer table, lowest first: a module may import only its own layer or lower layers. An
 # entry names a module or a package (every module under it). Every jaxwm module must be here.
 LAYERS = [
-    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.binomial", "jaxwm.version"]),
+    ("base", ["jaxwm.errors", "jaxwm.stats", "jaxwm.version"]),
     ("engine+data", ["jaxwm.engine", "jaxwm.data"]),
     ("method", ["jaxwm.models", "jaxwm.triggers", "jaxwm.trigger_images", "jaxwm.manifest",
-                "jaxwm.controls", "jaxwm.embed", "jaxwm.verify", "jaxwm.blackbox"]),
+                "jaxwm.controls", "jaxwm.embed", "jaxwm.verify", "jaxwm.blackbox",
+                "jaxwm.adapters"]),
     ("attacks", ["jaxwm.attacks"]),
     ("runner", ["jaxwm.runner"]),
     ("api", ["jaxwm"]),  # jaxwm/__init__.py: the curated public API
     ("cli", ["launch"]),
 ]  # fmt: skip
+
+# The modules allowed to import each network framework, deliberately few: Flax is the ResNet
+# and the Linen/NNX adapters; Equinox (an optional extra) only its own adapter, which nothing
+# in jaxwm imports, so a user who never imports it never needs Equinox.
+FRAMEWORK_IMPORTS = {
+    "flax": {"jaxwm.models", "jaxwm.adapters.linen", "jaxwm.adapters.nnx"},
+    "equinox": {"jaxwm.adapters.equinox"},
+}
 
 ALGORITHMS = [
     "jaxwm.engine.partition", "jaxwm.engine.train", "jaxwm.engine.loop", "jaxwm.embed",
@@ -191,12 +201,38 @@ def _loaded_after(imports: list[str], prefixes: list[str]) -> list[str]:
     return out.stdout.strip()
 
 
+def test_only_the_allowed_modules_import_flax_or_equinox():
+    found = {framework: set() for framework in FRAMEWORK_IMPORTS}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in found:
+                    found[name.split(".")[0]].add(module)
+    assert found == FRAMEWORK_IMPORTS
+
+
+def test_nothing_in_jaxwm_imports_the_equinox_adapter():
+    importers = [
+        module
+        for module, path in MODULES.items()
+        for target, _, _, _ in _imports(module, path)
+        if target == "jaxwm.adapters.equinox" and module != target
+    ]
+    assert not importers, importers
+
+
 def test_algorithm_modules_do_not_import_flax():
     assert _loaded_after(ALGORITHMS, ["flax"]) == "[]"
 
 
-def test_import_jaxwm_loads_neither_the_runner_nor_flax_nor_matplotlib():
-    loaded = _loaded_after(["jaxwm"], ["flax", "ml_collections", "matplotlib"])
+def test_import_jaxwm_loads_neither_the_runner_nor_flax_nor_equinox_nor_matplotlib():
+    loaded = _loaded_after(["jaxwm"], ["flax", "equinox", "ml_collections", "matplotlib"])
     assert loaded == "[]", loaded
     code = (
         "import jaxwm; print(jaxwm.__version__, jaxwm.JaxwmError.__name__, "

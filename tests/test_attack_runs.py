@@ -9,7 +9,7 @@ from test_runs import SECRET, TINY, launch
 
 from jaxwm import verify
 from jaxwm.errors import ConfigError
-from jaxwm.runner import attack_runs, plots
+from jaxwm.runner import attack_registry, attack_runs, plots
 
 ATTACK = [
     "--config.mode=attack",
@@ -50,7 +50,7 @@ def test_records_are_complete_and_consistent(attack_run):
     fields = set(attack_runs.CSV_FIELDS) - {"attacker_retention"}
     for r in out["records"]:
         assert fields <= set(r), set(r) ^ fields
-        assert r["unit"] == attack_runs.STRENGTH_UNITS[r["attack"]]
+        assert r["unit"] == attack_registry.get(r["attack"]).unit
         assert r["retention"] == r["k"] / r["n"] and r["n"] == 16
         # The decision threshold is necessary for ownership (the control test may ask more);
         # success = not owned and usable.

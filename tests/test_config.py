@@ -7,7 +7,7 @@ import ml_collections
 import pytest
 
 from jaxwm.errors import ConfigError, TriggerSetError
-from jaxwm.runner import config
+from jaxwm.runner import config, config_fields
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
@@ -88,3 +88,33 @@ def test_secret_sources_conflict_demo_warning_and_strength(monkeypatch, capsys):
     assert config.secret(cfg) == "owner-1"  # verifying an old, short key still works
     with pytest.raises(TriggerSetError, match="too weak"):
         config.secret(cfg, embedding=True)
+
+
+def test_every_field_is_declared_once_with_a_meaning_and_a_valid_default():
+    names = [f.name for f in config_fields.FIELDS]
+    assert len(set(names)) == len(names)
+    flat = [
+        f"{k}.{sub}" if isinstance(v, dict) else k
+        for k, v in config.defaults().to_dict().items()
+        for sub in (v if isinstance(v, dict) else [None])
+    ]
+    assert sorted(flat) == sorted(names)  # defaults() holds exactly the declared fields
+    for f in config_fields.FIELDS:
+        assert f.doc, f"{f.name} has no meaning"
+        assert f.check is None or f.check.test(f.default), f"{f.name}: default fails its check"
+
+
+def test_every_check_names_what_a_valid_value_is():
+    # One bad value per checked field: the message names the field and the declared rule.
+    bad = {"mode": "fly", "model.dtype": "int8", "train.epochs": 0, "verify.alpha": 1.0,
+           "attack.quant_bits": (1,), "reproduce.runs": ("mnist",)}  # fmt: skip
+    by_name = {f.name: f for f in config_fields.FIELDS}
+    for name, value in bad.items():
+        c = config.defaults()
+        section, key = name.split(".") if "." in name else (None, name)
+        (c[section] if section else c)[key] = value
+        with pytest.raises(ConfigError) as e:
+            config.validate(c)
+        assert str(e.value) == (
+            f"config field {name!r} must be {by_name[name].check.want}, got {value!r}"
+        )

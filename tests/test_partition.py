@@ -1,5 +1,7 @@
 """Path-pattern selection and freezing (table-driven)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,6 +81,30 @@ def test_masked_optimizer_gives_exact_zero_updates_with_weight_decay():
     updates, _ = tx.update(grads, state, PARAMS)
     for m, u in zip(jax.tree.leaves(mask), jax.tree.leaves(updates), strict=True):
         assert bool(jnp.all(u == 0)) != bool(m)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _CallableNet:
+    """A pytree whose class defines ``__call__``, like an Equinox module."""
+
+    w: jax.Array
+    b: jax.Array
+
+    def __call__(self, x):
+        return x @ self.w + self.b
+
+
+def test_masked_optimizer_accepts_a_callable_parameter_pytree():
+    # optax.partition takes a callable param_labels for a function of the params: handing it
+    # a callable label pytree made it call the labels on the params (a TypeError).
+    params = _CallableNet(jnp.ones((2, 3)), jnp.ones(3))
+    mask = partition.trainable_mask(params, ["b"], log_table=False)
+    assert isinstance(mask, _CallableNet) and callable(mask)
+    tx = partition.masked(optax.sgd(1.0), mask)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    np.testing.assert_array_equal(updates.w, np.zeros((2, 3)))
+    np.testing.assert_array_equal(updates.b, -np.ones(3))
 
 
 def test_split_merge_roundtrip_and_frozen_modules():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import itertools
 import math
 import time
@@ -10,15 +11,21 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from jaxwm import stats
 from jaxwm.errors import VerificationError
 from jaxwm.stats import (
     NullThreshold,
+    binomial,
     clopper_pearson,
+    fisher,
     fisher_greater_log_pvalue,
     fisher_greater_pvalue,
     holm,
     holm_adjusted,
+    intervals,
+    multiple,
     null_threshold_bounded,
+    permutation,
     permutation_log_pvalue,
     permutation_log_pvalue_mc,
     permutation_pvalue,
@@ -422,3 +429,25 @@ def test_holm_table(ps, alpha, rejected, adjusted):
 def test_holm_rejects_bad_arguments(ps, alpha, match):
     with pytest.raises(VerificationError, match=match):
         holm(ps, alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# Package hygiene
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "module", [stats, binomial, fisher, permutation, intervals, multiple], ids=lambda m: m.__name__
+)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_package_exposes_every_public_name():
+    # `from jaxwm import stats; stats.X` is the API: each module's public names are there.
+    for module in (binomial, fisher, permutation, intervals, multiple):
+        for name, value in vars(module).items():
+            if getattr(value, "__module__", None) == module.__name__ and not name.startswith("_"):
+                assert getattr(stats, name) is value and name in stats.__all__, name
+    assert stats.PERMUTATION_EXACT_MAX_N == permutation.PERMUTATION_EXACT_MAX_N

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import math
 
 import numpy as np
 import pytest
 
-from jaxwm.binomial import binomial_log_pvalue, binomial_pvalue
+from jaxwm import verify
 from jaxwm.errors import VerificationError
+from jaxwm.stats import binomial_log_pvalue, binomial_pvalue
 from jaxwm.verify import (
     DEFAULT_ALPHA,
     Verdict,
     null_threshold,
     predict_labels,
+    predictions,
     retention,
+    sets,
+    verdict,
     verify_predictions,
 )
 
@@ -267,3 +272,9 @@ def test_predict_labels_plain_callable_and_errors():
         predict_labels(predict, images, batch_size=0)
     with pytest.raises(VerificationError, match="logits"):
         predict_labels(lambda x: np.zeros(len(x)), images, batch_size=3)
+
+
+@pytest.mark.parametrize("module", [verify, verdict, sets, predictions], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

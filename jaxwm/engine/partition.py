@@ -146,9 +146,13 @@ def masked(tx: optax.GradientTransformation, mask: PyTree) -> optax.GradientTran
     Uses ``optax.partition`` (formerly ``multi_transform``): frozen leaves go through
     ``optax.set_to_zero`` and hold no optimizer state, so weight decay inside ``tx`` cannot
     touch them either.
+
+    The labels go to optax as a function returning them, never as the pytree itself: optax
+    treats a callable ``param_labels`` as that function, and a callable pytree (an Equinox
+    module, whose class defines ``__call__``) would otherwise be called on the parameters.
     """
     labels = jax.tree.map(lambda m: TRAIN if m else FREEZE, mask)
-    return optax.partition({TRAIN: tx, FREEZE: optax.set_to_zero()}, labels)
+    return optax.partition({TRAIN: tx, FREEZE: optax.set_to_zero()}, lambda _: labels)
 
 
 def frozen_modules(mask: PyTree) -> tuple[str, ...]:

@@ -11,18 +11,18 @@ test against fresh-key triggers, the permutation test, and the null threshold fi
 victim and any other independent models; at ``verify.alpha``, i.e. assuming the owner published
 the digest before release) and scored by the Watermark-Robustness-Toolbox criterion (Lukas et
 al. 2022): an attack *succeeds* when ownership can no longer be shown while clean accuracy fell
-by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes ``attacks.json``, ``attacks.csv``, ``attacks.md`` and the
-plots of :mod:`jaxwm.runner.plots` to the run directory.
+by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes
+``attacks.json``, ``attacks.csv``, ``attacks.md`` and the plots of :mod:`jaxwm.runner.plots` to
+the run directory. The attacks themselves (functions, units, strengths fields) are the entries
+of :mod:`jaxwm.runner.attack_registry`.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +30,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxwm import attacks, controls, embed, triggers, verify
-from jaxwm.binomial import binomial_pvalue
+from jaxwm import controls, triggers, verify
 from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
-from jaxwm.runner import config, experiments, plots, provenance, runs
+from jaxwm.runner import attack_registry, config, experiments, plots, provenance, runs
+from jaxwm.runner.attack_registry import AttackContext
 from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
-from jaxwm.runner.attack_tables import stronger as stronger  # re-exported: public before the split
+from jaxwm.stats import binomial_pvalue
 
 PyTree = Any
-Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
-
-ATTACK_KINDS = config.ATTACK_KINDS
-FINETUNE_KINDS = ("ftll", "ftal", "rtll", "rtal")
-STRENGTH_UNITS = {**{k: "epochs" for k in (*FINETUNE_KINDS, "adaptive", "distill", "overwrite")},
-                  "prune": "ratio", "magnitude": "ratio", "fine_prune": "ratio",
-                  "quantize": "bits", "noise": "sigma"}  # fmt: skip
-LAST_LAYER = "head"  # the models of jaxwm.models name their classifier "head"
 
 
 def _say(msg: str) -> None:
@@ -122,135 +114,11 @@ def wrt_success(
     return bool(not owned and reference_accuracy - accuracy <= max_drop + 1e-9)
 
 
-@dataclasses.dataclass
-class _Context:
-    """What every attack needs, built once per run (compiled functions included)."""
-
-    cfg: ml_collections.ConfigDict
-    model: Any
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    x_att: np.ndarray
-    y_att: np.ndarray
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    trig: triggers.TriggerSet
-    num_classes: int
-    nulls: list[float]
-    evaluate: Callable
-    predict: Callable
-    ctl_images: np.ndarray | None = None
-    ctl_labels: np.ndarray | None = None
-
-    def labels_on(self, params: PyTree, state: PyTree, images: Any = None) -> np.ndarray:
-        """Predicted labels on the owner's triggers (or on ``images``)."""
-        images = self.trig.images if images is None else images
-        bs = min(256, len(images))
-        return verify.predict_labels(lambda x: self.predict(params, state, x), images, bs)
-
-    def measure(self, params: PyTree, state: PyTree) -> tuple[float, verify.Verdict]:
-        """Clean accuracy on the evaluation split, and the owner's verdict."""
-        acc = float(self.evaluate(params, state, self.x_eval, self.y_eval))
-        c_pred = None if self.ctl_images is None else self.labels_on(params, state, self.ctl_images)
-        v = verify.verify_predictions(
-            self.labels_on(params, state), self.trig.labels, self.num_classes,
-            alpha=self.cfg.verify.alpha, chance=triggers.chance_level(self.trig.params),
-            control_predicted=c_pred, control_labels=self.ctl_labels,
-            control_clustered=controls.clustered(self.trig.kind),
-            fpr=self.cfg.verify.fpr, confidence=self.cfg.verify.confidence,
-            null_retentions=self.nulls,
-        )  # fmt: skip
-        return acc, v
-
-
-def _strengths(values) -> list:
-    return sorted(set(values))
-
-
-def _points(kind: str, ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Point]:
-    """Runs one attack over its strengths, yielding each attacked model."""
-    a, m = ctx.cfg.attack, ctx.model
-    data = dict(mean=ctx.mean, std=ctx.std, key=key, batch_size=a.batch_size)
-    if kind in FINETUNE_KINDS:
-        extra: dict[str, Any] = {}
-        if kind in ("ftll", "rtll"):
-            extra["trainable"] = [LAST_LAYER]
-        if kind in ("rtll", "rtal"):
-            extra.update(reinit=[LAST_LAYER], init_fn=m.init)
-        eps = _strengths(a.ft_epochs)
-        # One training run gives every strength (snapshots; constant learning rate).
-        outs = attacks.finetune_sweep(m.apply, params, state, ctx.x_att, ctx.y_att,
-                                      strengths=eps, lr=a.ft_lr, **data, **extra)  # fmt: skip
-        for e, (p, s) in zip(eps, outs, strict=True):
-            yield e, p, s, {}
-    elif kind == "adaptive":
-        # Algorithm 1's schedule depends on the total epochs, so each strength is its own run.
-        for e in _strengths(a.ft_epochs):
-            p, s = attacks.adaptive_finetune(
-                m.apply, params, state, ctx.x_att, ctx.y_att,
-                layers_to_turn=list(ctx.cfg.embed.layers_to_turn), epochs=e, lr=a.ft_lr, **data,
-            )  # fmt: skip
-            yield e, p, s, {}
-    elif kind == "prune":
-        freqs = attacks.activation_frequency(m.activations, params, state, ctx.x_att,
-                                             mean=ctx.mean, std=ctx.std)  # fmt: skip
-        for r in _strengths(a.prune_ratios):
-            keep = attacks.frequency_keep_masks(freqs, r)
-            mask = attacks.channel_masks_to_param_mask(keep, m.prunable, params)
-            yield r, attacks.apply_mask(params, mask), state, {}
-    elif kind == "magnitude":
-        for r in _strengths(a.prune_ratios):
-            yield r, attacks.apply_mask(params, attacks.magnitude_mask(params, r)), state, {}
-    elif kind == "fine_prune":
-        for r in _strengths(a.prune_ratios):
-            p, s = attacks.fine_prune(
-                m.apply, m.activations, m.prunable, params, state, ctx.x_att, ctx.y_att,
-                ratio=r, epochs=a.fine_prune_epochs, lr=a.ft_lr, **data,
-            )  # fmt: skip
-            yield r, p, s, {}
-    elif kind == "quantize":
-        for bits in _strengths(a.quant_bits):
-            yield bits, attacks.quantize(params, int(bits)), state, {}
-    elif kind == "noise":
-        # One key for every sigma: the same noise direction, scaled, gives a smooth curve.
-        for sigma in _strengths(a.noise_sigmas):
-            yield sigma, attacks.gaussian_noise(params, key, sigma), state, {}
-    elif kind == "distill":
-        for e in _strengths(a.distill_epochs):
-            p, s = attacks.distill(m.apply, params, state, m.init, m.apply, ctx.x_att,
-                                   epochs=e, lr=a.distill_lr, **data)  # fmt: skip
-            yield e, p, s, {}
-    elif kind == "overwrite":
-        yield from _overwrite(ctx, params, state, key)
-    else:
-        raise ConfigError(f"unknown attack kind {kind!r}; known: {ATTACK_KINDS}")
-
-
-def _overwrite(ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Point]:
-    """The attacker embeds its own noise watermark by the partitioned method (Algorithm 1)."""
-    cfg = ctx.cfg
-    # A different key gives a different set: the attacker cannot know the owner's secret.
-    mine = triggers.make_trigger_set(
-        "noise", secret=f"attacker:{cfg.seed}", size=cfg.watermark.size,
-        image_shape=ctx.x_att.shape[1:], num_classes=ctx.num_classes,
-    )  # fmt: skip
-    for e in _strengths(cfg.attack.overwrite_epochs):
-        settings = dataclasses.replace(runs.embed_settings(cfg), epochs=e, target_retention=0.0)
-        p, s, _ = embed.partitioned_embed(
-            ctx.model.apply, params, state, mine.images, mine.labels,
-            layers_to_turn=list(cfg.embed.layers_to_turn), settings=settings,
-            mean=ctx.mean, std=ctx.std, key=key, clean_images=ctx.x_att,
-            clean_labels=ctx.y_att, clean_per_trigger=cfg.embed.clean_per_trigger,
-        )  # fmt: skip
-        own = verify.retention(ctx.labels_on(p, s, mine.images), mine.labels)
-        yield e, p, s, {"attacker_retention": own}
-
-
 def _record(ctx, attack, scheme, strength, acc, v, ref, extra) -> dict[str, Any]:
     drop = ref["clean_accuracy"] - acc
     return {
         "attack": attack, "scheme": scheme, "strength": strength,
-        "unit": STRENGTH_UNITS[attack], "clean_accuracy": acc, "accuracy_drop": drop,
+        "unit": attack_registry.get(attack).unit, "clean_accuracy": acc, "accuracy_drop": drop,
         "retention": v.retention, "k": v.k, "n": v.n, "p_value": v.p_value,
         "log10_p_value": v.log10_p_value, "owned": bool(v.owned),
         # Nothing to remove when the unattacked model was not owned in the first place.
@@ -261,7 +129,7 @@ def _record(ctx, attack, scheme, strength, acc, v, ref, extra) -> dict[str, Any]
     }  # fmt: skip
 
 
-def _null_retention(ctx: _Context, run_dir: Path, like: PyTree) -> float:
+def _null_retention(ctx: AttackContext, run_dir: Path, like: PyTree) -> float:
     """Retention of an independent model; other architectures get their own predict function."""
     n_model, p, s, meta = runs.load_model_for(run_dir)
     if jax.tree.structure(p) == jax.tree.structure(like):
@@ -326,11 +194,11 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                                 source_labels=labels)  # fmt: skip
     att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))
-    ctx = _Context(
+    ctx = AttackContext(
         cfg, model, mean, std, ds.test_images[att_idx], ds.test_labels[att_idx],
         ds.test_images[eval_idx], ds.test_labels[eval_idx], trig, int(manifest["num_classes"]),
         [], train.make_eval(model.apply, mean, std), train.make_predict(model.apply, mean, std),
-        np.concatenate([c.images for c in ctl]) if ctl else None,
+        runs.embed_settings(cfg), np.concatenate([c.images for c in ctl]) if ctl else None,
         np.concatenate([c.labels for c in ctl]) if ctl else None,
     )  # fmt: skip
 
@@ -362,10 +230,12 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                  "on it can count as a success")  # fmt: skip
         for i, kind in enumerate(kinds):
             t1 = time.perf_counter()
+            entry = attack_registry.get(kind)
             # The same key for both schemes: paired comparisons (same data order and noise).
-            key = jax.random.fold_in(base_key, ATTACK_KINDS.index(kind))
+            key = jax.random.fold_in(base_key, attack_registry.NAMES.index(kind))
             got = []
-            for strength, p, s, extra in _points(kind, ctx, params, state, key):
+            points = entry.points(ctx, params, state, key, attack_registry.strengths(entry, cfg))
+            for strength, p, s, extra in points:
                 acc_k, v_k = ctx.measure(p, s)
                 got.append(_record(ctx, kind, scheme, strength, acc_k, v_k, reference[scheme],
                                    extra))  # fmt: skip
@@ -384,7 +254,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "victim": {"clean_accuracy": v_acc, **v_verdict.to_dict()},
         "null_retentions": ctx.nulls, "null_threshold": null_thr,
         "decision_threshold": threshold, "chance": 1.0 / ctx.num_classes,
-        "max_acc_drop": cfg.attack.max_acc_drop, "strength_units": STRENGTH_UNITS,
+        "max_acc_drop": cfg.attack.max_acc_drop, "strength_units": {k.name: k.unit for k in attack_registry.KINDS},
         "reference": reference, "records": records, "summary": rows, "timings_s": timings,
         "environment": experiments.environment(), "wall_s": time.perf_counter() - t0,
     }  # fmt: skip

@@ -6,7 +6,8 @@ attack and scheme, :func:`summarize` finds the strongest strength at which the o
 proves ownership, the weakest at which it is lost, and whether any point met the
 Watermark-Robustness-Toolbox success criterion; :func:`summary_table` renders those rows as
 Markdown. Strengths are ordered by :func:`stronger`, since fewer quantization bits is the stronger
-attack. Plain Python, no JAX: the tables can be rebuilt from a saved ``attacks.json``.
+attack (each kind's direction is declared in :mod:`jaxwm.runner.attack_registry`). No JAX
+computation: the tables can be rebuilt from a saved ``attacks.json``.
 
 Example:
     >>> recs = [{"attack": "prune", "scheme": "partitioned", "unit": "ratio", "strength": s,
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxwm.runner import attack_registry
+
 # Columns of attacks.csv: the fields of one point record, in order.
 CSV_FIELDS = ("attack", "scheme", "strength", "unit", "clean_accuracy", "accuracy_drop",
               "retention", "k", "n", "p_value", "log10_p_value", "owned", "success",
@@ -33,13 +36,15 @@ def stronger(attack: str, strength: float) -> float:
     """Sort key that grows with attack strength (fewer quantization bits = stronger).
 
     Args:
-      attack: Attack kind.
+      attack: Attack kind; one not in the registry (an older ``attacks.json``) counts as
+        larger = stronger.
       strength: Its strength value.
 
     Returns:
       A number, larger for a stronger attack.
     """
-    return -strength if attack == "quantize" else strength
+    kind = attack_registry.REGISTRY.get(attack)
+    return -strength if kind is not None and not kind.larger_is_stronger else strength
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

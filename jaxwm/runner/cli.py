@@ -12,6 +12,7 @@ import ast
 import contextlib
 import dataclasses
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -117,7 +118,10 @@ def _parse_flags(parsed: _Parsed, argv: list[str]) -> list[str]:
         print(USAGE, end="")
         sys.exit(0)
     if any(a in _LIST for a in args):
-        print(list_configs())
+        try:
+            print(list_configs(), flush=True)
+        except BrokenPipeError:  # `jaxwm --list-configs | head`: the reader has what it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     spec, rest = split_config(args)
     try:

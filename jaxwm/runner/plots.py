@@ -1,4 +1,4 @@
-"""Plots of an attack sweep (``attacks.json`` of mode ``attack``); numpy and matplotlib only.
+"""Plots of an attack sweep (``attacks.json`` of mode ``attack``) with numpy and matplotlib.
 
 * ``fig2_finetune.png`` -- the paper's Figure 2 analogue: watermark retention and clean accuracy
   against fine-tuning strength (epochs), one panel per fine-tuning attack, both schemes;
@@ -8,6 +8,9 @@
 * ``attacks_scatter.png`` -- retention against clean accuracy for every attacked model, with
   the decision threshold, chance, and each scheme's 5-point accuracy bound: points below the
   threshold and right of the bound are Watermark-Robustness-Toolbox successes.
+
+Each attack's figure, panel position and title are declared by its entry in
+:mod:`jaxwm.runner.attack_registry`.
 
 Re-plot a finished run: ``python -m jaxwm.runner.plots runs/demo_attack/attacks.json [--out DIR]``.
 """
@@ -22,17 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from jaxwm.runner import attack_registry
+
 SCHEME_STYLE = {"partitioned": ("tab:blue", "o"), "baseline": ("tab:orange", "^")}
-FINETUNE = ("ftal", "ftll", "rtal", "rtll", "adaptive")  # FTAL first: the paper's main setting
-PRUNING = ("prune", "fine_prune", "magnitude")
-OTHER = ("quantize", "noise", "distill", "overwrite")
-TITLES = {
-    "ftal": "FTAL (fine-tune all layers)", "ftll": "FTLL (fine-tune last layer)",
-    "rtal": "RTAL (re-init head, train all)", "rtll": "RTLL (re-init head, train it)",
-    "adaptive": "Adaptive (Algorithm-1 unfreezing)", "prune": "Activation-frequency pruning",
-    "fine_prune": "Fine-pruning", "magnitude": "Magnitude pruning", "quantize": "Quantization",
-    "noise": "Gaussian weight noise", "distill": "Distillation", "overwrite": "Overwriting",
-}  # fmt: skip
+# (group of jaxwm.runner.attack_registry, file, figure title): an attack's entry names its group.
+FIGURES = (
+    ("finetune", "fig2_finetune.png", "Figure 2 analogue: fine-tuning"),
+    ("pruning", "fig3_pruning.png", "Figure 3 analogue: pruning"),
+    ("other", "attacks_other.png", "Other removal attacks"),
+)
 
 
 def _pyplot():
@@ -111,9 +112,10 @@ def curves(results: dict[str, Any], attacks: Sequence[str], path: Path, title: s
         _reference_lines(ax, results)
         unit = next(r["unit"] for r in records if r["attack"] == attack)
         ax.set_xlabel(f"strength ({unit})")
-        if attack == "quantize":
+        kind = attack_registry.REGISTRY.get(attack)  # None: a kind this version does not know
+        if kind is not None and not kind.larger_is_stronger:
             ax.invert_xaxis()  # fewer bits = stronger: strength grows to the right everywhere
-        ax.set_title(TITLES.get(attack, attack), fontsize=10)
+        ax.set_title(kind.title if kind is not None else attack, fontsize=10)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     for row in axes:
@@ -189,11 +191,10 @@ def plot_all(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made = [
-        curves(results, FINETUNE, out / "fig2_finetune.png", "Figure 2 analogue: fine-tuning"),
-        curves(results, PRUNING, out / "fig3_pruning.png", "Figure 3 analogue: pruning"),
-        curves(results, OTHER, out / "attacks_other.png", "Other removal attacks"),
-        scatter(results, out / "attacks_scatter.png"),
+        curves(results, attack_registry.in_group(group), out / name, title)
+        for group, name, title in FIGURES
     ]
+    made.append(scatter(results, out / "attacks_scatter.png"))
     return [p for p in made if p is not None]
 
 

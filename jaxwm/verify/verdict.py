@@ -1,92 +1,33 @@
-"""Ownership verification: does a suspect model reproduce the owner's trigger labels?
+"""One trigger set's ownership verdict: every test that applies, and the record of the decision.
 
-A verdict is a claim about someone else's model, so it must not be positive for a model nobody
-watermarked, whatever the claimant chose (labels, class count, key, images). Every test below
-asks how an *innocent* suspect would behave, and ownership needs every test that applies:
-
-* **Control test** (whenever the set has a generator): the suspect's match rate on the owner's
-  keyed triggers against its rate on control triggers drawn from the same generator with keys
-  the owner never embedded (:mod:`jaxwm.controls`); one-sided Fisher exact test. Under the null
-  the owner's set is one more draw from that generator, so this is valid *whatever the suspect
-  prefers*: a suspect that sends most abstract images to class 1 does so on the controls too.
-  Fisher's test needs triggers that are independent given the generator (``noise``,
-  ``unrelated``). ``content`` triggers of one key share one stamp, so their matches cluster by
-  key; there the test ranks the owner's set among whole control sets (p >= 1/(B+1)).
-* **Label-permutation test** (labels that vary): the matches against the owner's labels against
-  the matches under every relabelling by a permutation (exact, :mod:`jaxwm.stats`). It accounts
-  for a suspect's bias over classes; a ``target`` set (one label) gets no evidence from it.
-* **Binomial test** against chance ``1/K`` (``1/(K-1)`` where labels avoid the source class,
-  :func:`jaxwm.triggers.chance_level`). Exact for random labels on abstract images, but blind to
-  a suspect's bias, so it decides only where no control test is possible (``kind=folder``); it
-  is always reported.
-* **Null models** (optional): retention must exceed a threshold fitted on independently trained
-  models whose false-positive rate is bounded at ``fpr`` with the stated confidence
-  (order statistics; ``stats.null_threshold_bounded``). With too few models the maximum is used
-  and the verdict states the weaker bound it achieves.
-
-The p-value of the verdict is the largest p-value of the deciding tests (an intersection-union
-test: valid at ``alpha`` because every test must reject). A set with no test that accounts for
-the suspect's bias (a target-label folder set) is never owned. Several sets tested on one
-suspect are Holm-corrected (:func:`decide_sets`).
-
-Model evaluation stays with the caller, except :func:`predict_labels`, which batches a predict
-function over the trigger images.
+:func:`verify_predictions` runs the tests described in :mod:`jaxwm.verify` (control, label
+permutation, binomial, null models) on a suspect's predictions, keeps each as a
+:class:`TestResult`, and decides: owned iff every deciding test rejects at ``alpha`` and at
+least one of them accounts for the suspect's own bias (control or permutation). The verdict's
+p-value is the largest of the deciding tests' (an intersection-union test). The
+:class:`Verdict` is the JSON-serialisable record; :func:`jaxwm.verify.decide_sets`
+Holm-corrects several of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxwm import stats
-from jaxwm.binomial import binomial_log_pvalue
 from jaxwm.errors import VerificationError
-from jaxwm.stats import NullThreshold
+from jaxwm.stats import NullThreshold, binomial_log_pvalue
+from jaxwm.verify.predictions import check_predictions
 
 DEFAULT_ALPHA = 1e-3
 DEFAULT_FPR = 0.05
 DEFAULT_CONFIDENCE = 0.95
 EXACT_PERMUTATION_MAX = 2000  # above this (about 2 s), a seeded Monte-Carlo permutation test
 _LN10 = math.log(10.0)
-
-
-def retention(predicted: Any, labels: Any) -> float:
-    """Fraction of trigger inputs on which the suspect predicts the owner's label.
-
-    Args:
-        predicted: Integer labels ``(N,)`` predicted by the suspect model.
-        labels: The owner's trigger labels ``(N,)``.
-
-    Returns:
-        ``mean(predicted == labels)`` in ``[0, 1]``.
-
-    Example:
-        >>> retention(np.array([1, 2, 3, 0]), np.array([1, 2, 0, 0]))
-        0.75
-    """
-    pred, lab = _check_pair(predicted, labels)
-    return float(np.mean(pred == lab))
-
-
-def _check_pair(predicted: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    pred, lab = np.asarray(predicted), np.asarray(labels)
-    for name, arr in (("predicted", pred), ("labels", lab)):
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise VerificationError(
-                f"{name} must be a 1-D integer array of class ids; got {arr.dtype} {arr.shape} "
-                "(for logits pass argmax(logits, -1) or use predict_labels)"
-            )
-    if pred.shape != lab.shape:
-        raise VerificationError(
-            f"predicted has shape {pred.shape} but labels has {lab.shape}; they must match"
-        )
-    if lab.size == 0:
-        raise VerificationError("labels is empty; verification needs at least one trigger")
-    return pred, lab
 
 
 def null_threshold(
@@ -244,7 +185,7 @@ def verify_predictions(
         >>> v.owned, v.retention
         (True, 1.0)
     """
-    pred, lab = _check_pair(predicted, labels)
+    pred, lab = check_predictions(predicted, labels)
     k_cls = num_classes
     if isinstance(k_cls, bool) or not isinstance(k_cls, int | np.integer) or k_cls < 2:
         raise VerificationError(f"num_classes must be an int >= 2; got {num_classes!r}")
@@ -270,7 +211,7 @@ def verify_predictions(
     controlled = control_predicted is not None or control_labels is not None
     control_rate = None
     if controlled:
-        c_pred, c_lab = _check_pair(control_predicted, control_labels)
+        c_pred, c_lab = check_predictions(control_predicted, control_labels)
         if c_lab.size < n:
             raise VerificationError(
                 f"the control test needs at least as many control triggers as owner triggers "
@@ -360,97 +301,3 @@ def verify_predictions(
         tests=[dataclasses.asdict(t) for t in tests], control_rate=control_rate,
         null_fpr_bound=fpr_bound,
     )  # fmt: skip
-
-
-def decide_sets(
-    verdicts: Sequence[Verdict], alpha: float = DEFAULT_ALPHA
-) -> tuple[bool, list[Verdict], str]:
-    """Holm-correct the verdicts of several sets tested on one suspect.
-
-    Each set's p-value (its deciding tests' largest) is Holm-adjusted over the sets; a set is
-    owned when its adjusted p-value is below ``alpha`` and its other conditions hold (null
-    threshold, a bias-aware test). The suspect is owned when any set is.
-
-    Args:
-        verdicts: One :class:`Verdict` per set, each computed at ``alpha``.
-        alpha: Family-wise significance level.
-
-    Returns:
-        ``(owned, verdicts with adjusted_p_value and owned updated, one-line summary)``.
-
-    Example:
-        >>> v = verify_predictions(np.arange(100) % 10, np.arange(100) % 10, 10)
-        >>> decide_sets([v, v])[0]
-        True
-    """
-    if not verdicts:
-        raise VerificationError("decide_sets needs at least one verdict")
-    adjusted = stats.holm_adjusted([v.p_value for v in verdicts])
-    out = []
-    for v, adj in zip(verdicts, adjusted, strict=True):
-        others_ok = all(t["rejects"] for t in v.tests if t["decides"] and t["p_value"] is None)
-        bias_aware = v.decided_by != "none"
-        significant = adj < alpha
-        owned = bool(bias_aware and others_ok and significant)
-        reason = v.reason
-        if len(verdicts) > 1:
-            reason = (("owned" if owned else "not owned") + reason[reason.index(":"):]
-                      + f"; Holm-adjusted over {len(verdicts)} sets p={adj:.2g}")  # fmt: skip
-        out.append(dataclasses.replace(v, owned=owned, adjusted_p_value=adj, reason=reason))
-    owned = any(v.owned for v in out)
-    which = [i for i, v in enumerate(out) if v.owned]
-    summary = (f"{'owned' if owned else 'not owned'}: {len(which)} of {len(out)} watermark "
-               f"set(s) tested establish ownership at family-wise alpha={alpha:g} (Holm)")  # fmt: skip
-    return owned, out, summary
-
-
-def predict_labels(
-    predict_fn: Callable[[Any], Any], images: Any, batch_size: int = 256
-) -> np.ndarray:
-    """Map ``predict_fn`` (images batch -> logits) over ``images`` and return argmax labels.
-
-    Every call gets exactly ``batch_size`` images: the last batch is padded with zeros and the
-    padded rows dropped, so a jitted ``predict_fn`` compiles once. Images are passed unchanged
-    (normalisation is ``predict_fn``'s job).
-
-    Args:
-        predict_fn: Callable from ``(batch_size, H, W, C)`` to logits ``(batch_size, K)``.
-        images: Array ``(N, H, W, C)``.
-        batch_size: Fixed batch size, >= 1.
-
-    Returns:
-        ``int32`` labels ``(N,)``.
-
-    Example:
-        >>> predict_labels(lambda x: x.reshape(len(x), -1)[:, :3], np.eye(3)[:, None, None, :], 2)
-        array([0, 1, 2], dtype=int32)
-    """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
-        raise VerificationError(f"batch_size must be an int >= 1; got {batch_size!r}")
-    x = np.asarray(images)
-    if x.ndim < 1:
-        raise VerificationError("images must be an array with a leading batch axis")
-    n = len(x)
-    outputs = []
-    for start in range(0, n, batch_size):
-        batch = x[start : start + batch_size]
-        valid = len(batch)
-        if valid < batch_size:
-            pad = np.zeros((batch_size - valid, *x.shape[1:]), dtype=x.dtype)
-            batch = np.concatenate([batch, pad])
-        # Keep the raw outputs: JAX dispatch is asynchronous, so the device keeps working on the
-        # next batch while earlier results are still being computed.
-        outputs.append((predict_fn(batch), valid))
-    labels = []
-    for logits, valid in outputs:
-        arr = np.asarray(logits)
-        if arr.ndim != 2 or arr.shape[0] != batch_size:
-            raise VerificationError(
-                f"predict_fn must return logits (batch_size={batch_size}, K); got shape {arr.shape}"
-            )
-        labels.append(np.argmax(arr[:valid], axis=-1))
-    return np.concatenate(labels).astype(np.int32) if labels else np.zeros((0,), np.int32)

@@ -1,0 +1,275 @@
+"""The attack registry of mode ``attack``: one entry per attack kind, every fact about it in one place.
+
+Each :class:`AttackKind` names the kind (what ``attack.kinds`` lists), the function that yields
+its attacked models over a list of strengths, the unit of those strengths, the ``attack.*``
+config field that holds them, the figure and panel title :mod:`jaxwm.runner.plots` draws it in,
+and whether a larger strength is the stronger attack (fewer quantization bits is stronger).
+:mod:`jaxwm.runner.config` takes the kind names from here, :mod:`jaxwm.runner.attack_runs` the
+functions and units, :mod:`jaxwm.runner.attack_tables` the order of strengths.
+
+Adding an attack: write the pure function in ``jaxwm/attacks/``, a points function below that
+calls it once per strength, its strengths field in :mod:`jaxwm.runner.config_fields`, and one
+entry in :data:`KINDS`. New kinds go at the end: a kind's position seeds its random key, so
+moving one would change the results of the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from jaxwm import attacks, controls, embed, triggers, verify
+from jaxwm.errors import ConfigError
+
+PyTree = Any
+Point = tuple[float, PyTree, PyTree, dict[str, Any]]  # (strength, params, state, extra fields)
+LAST_LAYER = "head"  # the models of jaxwm.models name their classifier "head"
+
+
+@dataclasses.dataclass
+class AttackContext:
+    """What every attack needs, built once per run (compiled functions included)."""
+
+    cfg: ml_collections.ConfigDict
+    model: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    x_att: np.ndarray
+    y_att: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    trig: triggers.TriggerSet
+    num_classes: int
+    nulls: list[float]
+    evaluate: Callable
+    predict: Callable
+    embed_settings: embed.EmbedSettings  # the run's embedding settings (overwriting reuses them)
+    ctl_images: np.ndarray | None = None
+    ctl_labels: np.ndarray | None = None
+
+    def labels_on(self, params: PyTree, state: PyTree, images: Any = None) -> np.ndarray:
+        """Predicted labels on the owner's triggers (or on ``images``)."""
+        images = self.trig.images if images is None else images
+        bs = min(256, len(images))
+        return verify.predict_labels(lambda x: self.predict(params, state, x), images, bs)
+
+    def measure(self, params: PyTree, state: PyTree) -> tuple[float, verify.Verdict]:
+        """Clean accuracy on the evaluation split, and the owner's verdict."""
+        acc = float(self.evaluate(params, state, self.x_eval, self.y_eval))
+        c_pred = None if self.ctl_images is None else self.labels_on(params, state, self.ctl_images)
+        v = verify.verify_predictions(
+            self.labels_on(params, state), self.trig.labels, self.num_classes,
+            alpha=self.cfg.verify.alpha, chance=triggers.chance_level(self.trig.params),
+            control_predicted=c_pred, control_labels=self.ctl_labels,
+            control_clustered=controls.clustered(self.trig.kind),
+            fpr=self.cfg.verify.fpr, confidence=self.cfg.verify.confidence,
+            null_retentions=self.nulls,
+        )  # fmt: skip
+        return acc, v
+
+
+# A points function: (context, params, state, key, strengths in increasing order) -> the
+# attacked model at each strength, in that order.
+PointsFn = Callable[[AttackContext, PyTree, PyTree, Any, Sequence[float]], Iterator[Point]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackKind:
+    """One attack kind of mode ``attack``.
+
+    Attributes:
+      name: The kind, as ``attack.kinds`` lists it and records name it.
+      points: Yields ``(strength, params, state, extra record fields)`` per strength.
+      unit: Unit of the strengths ("epochs", "ratio", "bits", "sigma").
+      strengths: The ``attack.*`` config field holding its strengths.
+      group: The figure of :mod:`jaxwm.runner.plots` it is drawn in.
+      panel: Its panel's position in that figure (the paper's main setting first).
+      title: The panel title.
+      larger_is_stronger: False when a smaller strength is the stronger attack (bits).
+    """
+
+    name: str
+    points: PointsFn
+    unit: str
+    strengths: str
+    group: str
+    panel: int
+    title: str
+    larger_is_stronger: bool = True
+
+
+def _data(ctx: AttackContext, key) -> dict[str, Any]:
+    return dict(mean=ctx.mean, std=ctx.std, key=key, batch_size=ctx.cfg.attack.batch_size)
+
+
+def _finetune(ctx, params, state, key, strengths, *, last_only: bool, reinit: bool):
+    """FTLL/FTAL/RTLL/RTAL: one training run gives every strength (snapshots, constant lr)."""
+    extra: dict[str, Any] = {}
+    if last_only:
+        extra["trainable"] = [LAST_LAYER]
+    if reinit:
+        extra.update(reinit=[LAST_LAYER], init_fn=ctx.model.init)
+    outs = attacks.finetune_sweep(ctx.model.apply, params, state, ctx.x_att, ctx.y_att,
+                                  strengths=list(strengths), lr=ctx.cfg.attack.ft_lr,
+                                  **_data(ctx, key), **extra)  # fmt: skip
+    for e, (p, s) in zip(strengths, outs, strict=True):
+        yield e, p, s, {}
+
+
+def _adaptive(ctx, params, state, key, strengths):
+    """Algorithm 1's schedule depends on the total epochs, so each strength is its own run."""
+    for e in strengths:
+        p, s = attacks.adaptive_finetune(
+            ctx.model.apply, params, state, ctx.x_att, ctx.y_att,
+            layers_to_turn=list(ctx.cfg.embed.layers_to_turn), epochs=e, lr=ctx.cfg.attack.ft_lr,
+            **_data(ctx, key),
+        )  # fmt: skip
+        yield e, p, s, {}
+
+
+def _prune(ctx, params, state, key, strengths):
+    """Activation-frequency pruning: the frequencies are measured once, on the attacker's data."""
+    m = ctx.model
+    freqs = attacks.activation_frequency(m.activations, params, state, ctx.x_att,
+                                         mean=ctx.mean, std=ctx.std)  # fmt: skip
+    for r in strengths:
+        keep = attacks.frequency_keep_masks(freqs, r)
+        mask = attacks.channel_masks_to_param_mask(keep, m.prunable, params)
+        yield r, attacks.apply_mask(params, mask), state, {}
+
+
+def _magnitude(ctx, params, state, key, strengths):
+    for r in strengths:
+        yield r, attacks.apply_mask(params, attacks.magnitude_mask(params, r)), state, {}
+
+
+def _fine_prune(ctx, params, state, key, strengths):
+    m, a = ctx.model, ctx.cfg.attack
+    for r in strengths:
+        p, s = attacks.fine_prune(
+            m.apply, m.activations, m.prunable, params, state, ctx.x_att, ctx.y_att,
+            ratio=r, epochs=a.fine_prune_epochs, lr=a.ft_lr, **_data(ctx, key),
+        )  # fmt: skip
+        yield r, p, s, {}
+
+
+def _quantize(ctx, params, state, key, strengths):
+    for bits in strengths:
+        yield bits, attacks.quantize(params, int(bits)), state, {}
+
+
+def _noise(ctx, params, state, key, strengths):
+    # One key for every sigma: the same noise direction, scaled, gives a smooth curve.
+    for sigma in strengths:
+        yield sigma, attacks.gaussian_noise(params, key, sigma), state, {}
+
+
+def _distill(ctx, params, state, key, strengths):
+    m = ctx.model
+    for e in strengths:
+        p, s = attacks.distill(m.apply, params, state, m.init, m.apply, ctx.x_att,
+                               epochs=e, lr=ctx.cfg.attack.distill_lr, **_data(ctx, key))  # fmt: skip
+        yield e, p, s, {}
+
+
+def _overwrite(ctx, params, state, key, strengths):
+    """The attacker embeds its own noise watermark by the partitioned method (Algorithm 1)."""
+    cfg = ctx.cfg
+    # A different key gives a different set: the attacker cannot know the owner's secret.
+    mine = triggers.make_trigger_set(
+        "noise", secret=f"attacker:{cfg.seed}", size=cfg.watermark.size,
+        image_shape=ctx.x_att.shape[1:], num_classes=ctx.num_classes,
+    )  # fmt: skip
+    for e in strengths:
+        settings = dataclasses.replace(ctx.embed_settings, epochs=e, target_retention=0.0)
+        p, s, _ = embed.partitioned_embed(
+            ctx.model.apply, params, state, mine.images, mine.labels,
+            layers_to_turn=list(cfg.embed.layers_to_turn), settings=settings,
+            mean=ctx.mean, std=ctx.std, key=key, clean_images=ctx.x_att,
+            clean_labels=ctx.y_att, clean_per_trigger=cfg.embed.clean_per_trigger,
+        )  # fmt: skip
+        own = verify.retention(ctx.labels_on(p, s, mine.images), mine.labels)
+        yield e, p, s, {"attacker_retention": own}
+
+
+def _ft(last_only: bool, reinit: bool) -> PointsFn:
+    return functools.partial(_finetune, last_only=last_only, reinit=reinit)
+
+
+# Every attack kind, in the order of attack.kinds' default. Append new kinds: the position
+# seeds each kind's random key (jax.random.fold_in), so reordering changes every result.
+KINDS: tuple[AttackKind, ...] = (
+    AttackKind("ftll", _ft(last_only=True, reinit=False), "epochs", "ft_epochs",
+               "finetune", 1, "FTLL (fine-tune last layer)"),
+    AttackKind("ftal", _ft(last_only=False, reinit=False), "epochs", "ft_epochs",
+               "finetune", 0, "FTAL (fine-tune all layers)"),
+    AttackKind("rtll", _ft(last_only=True, reinit=True), "epochs", "ft_epochs",
+               "finetune", 3, "RTLL (re-init head, train it)"),
+    AttackKind("rtal", _ft(last_only=False, reinit=True), "epochs", "ft_epochs",
+               "finetune", 2, "RTAL (re-init head, train all)"),
+    AttackKind("adaptive", _adaptive, "epochs", "ft_epochs",
+               "finetune", 4, "Adaptive (Algorithm-1 unfreezing)"),
+    AttackKind("prune", _prune, "ratio", "prune_ratios",
+               "pruning", 0, "Activation-frequency pruning"),
+    AttackKind("magnitude", _magnitude, "ratio", "prune_ratios",
+               "pruning", 2, "Magnitude pruning"),
+    AttackKind("fine_prune", _fine_prune, "ratio", "prune_ratios",
+               "pruning", 1, "Fine-pruning"),
+    AttackKind("quantize", _quantize, "bits", "quant_bits",
+               "other", 0, "Quantization", larger_is_stronger=False),
+    AttackKind("noise", _noise, "sigma", "noise_sigmas",
+               "other", 1, "Gaussian weight noise"),
+    AttackKind("distill", _distill, "epochs", "distill_epochs",
+               "other", 2, "Distillation"),
+    AttackKind("overwrite", _overwrite, "epochs", "overwrite_epochs",
+               "other", 3, "Overwriting"),
+)  # fmt: skip
+REGISTRY: dict[str, AttackKind] = {k.name: k for k in KINDS}
+NAMES: tuple[str, ...] = tuple(REGISTRY)  # tests/test_attack_registry.py: unique, fields exist
+
+
+def get(name: str) -> AttackKind:
+    """The registry entry of attack kind ``name``.
+
+    Args:
+      name: An attack kind.
+
+    Returns:
+      Its :class:`AttackKind`.
+
+    Raises:
+      ConfigError: when no such kind is registered.
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown attack kind {name!r}; known: {NAMES}")
+    return REGISTRY[name]
+
+
+def in_group(group: str) -> tuple[str, ...]:
+    """The kinds drawn in figure ``group``, in panel order.
+
+    Args:
+      group: A group name (``finetune``, ``pruning``, ``other``).
+
+    Returns:
+      Their names; empty for an unknown group.
+    """
+    return tuple(k.name for k in sorted(KINDS, key=lambda k: k.panel) if k.group == group)
+
+
+def strengths(kind: AttackKind, cfg: ml_collections.ConfigDict) -> list[float]:
+    """The distinct strengths of ``kind`` in ``cfg``, in increasing order.
+
+    Args:
+      kind: A registry entry.
+      cfg: The run's config (its ``attack.<kind.strengths>`` field).
+
+    Returns:
+      The sorted distinct values.
+    """
+    return sorted(set(cfg.attack[kind.strengths]))
