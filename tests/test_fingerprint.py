@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxwm.engine import checkpoint
-from jaxwm.errors import CheckpointError, ConfigError, JaxwmError
-from jaxwm.runner import config, fingerprint, modes, runs
+from jaxwm.errors import CheckpointError, ConfigError, JaxwmError, ManifestError
+from jaxwm.runner import config, fingerprint, modes, report, runs, verify_runs
 
 SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
 SOURCE = "synthetic:train=256,test=64,classes=4"
@@ -185,3 +185,115 @@ def test_victim_of_another_architecture_or_class_count_is_one_line(finished, tmp
         runs.load_model_for(bad)
     msg = _one_line(err)
     assert "does not fit" in msg and "model.widths" in msg and str(bad) in msg
+
+
+# --- embed and pipeline run directories, and what attack and verify read from them ---------
+
+
+def _embed(victim, **fields):
+    return tiny(mode="embed", **{"embed.victim": str(victim), "embed.epochs": 2, **fields})
+
+
+@pytest.fixture(scope="module")
+def embedded(finished, tmp_path_factory):
+    """An embed run with two watermark sets (``manifest0.json``, ``manifest1.json``)."""
+    wd = tmp_path_factory.mktemp("embedded")
+    modes.run(_embed(finished, **{"embed.more_sets": ("layer1,head",)}), wd)
+    return wd
+
+
+def test_embed_rerun_with_fewer_sets_is_refused_or_restarted_without_stale_manifests(
+    finished, embedded, tmp_path
+):
+    wd = _copy(embedded, tmp_path / "embed")
+    before = _params(wd)
+    with pytest.raises(ConfigError) as err:
+        modes.run(_embed(finished), wd)
+    msg = _one_line(err)
+    assert "embed.more_sets ['layer1,head'] -> []" in msg and "--config.restart=True" in msg
+    assert _same(before, _params(wd)) and (wd / "manifest1.json").is_file()  # untouched
+    assert SECRET not in (wd / fingerprint.FILE).read_text()
+    modes.run(_embed(finished, restart=True), wd)
+    (old,) = (wd / "replaced").iterdir()
+    assert sorted(p.name for p in wd.glob("manifest*.json")) == ["manifest0.json"]
+    assert {"manifest0.json", "manifest1.json", "model", fingerprint.FILE} <= {
+        p.name for p in old.iterdir()
+    }
+    assert _same(before, _params(old))
+    assert len(verify_runs.load_manifests(str(wd))) == 1
+    # A same-fingerprint rerun runs as before (outputs recomputed in place, nothing moved).
+    modes.run(_embed(finished), wd)
+    assert len(list((wd / "replaced").iterdir())) == 1
+    # A manifest put back by hand is not the set the run's DIGEST.txt commits to: refused.
+    shutil.copy(old / "manifest1.json", wd / "manifest1.json")
+    with pytest.raises(ManifestError) as err:
+        verify_runs.load_manifests(str(wd))
+    assert "DIGEST.txt" in _one_line(err) and str(wd) in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def piped(finished, tmp_path_factory):
+    """A pipeline with methods partitioned and baseline on a copy of the finished victim."""
+    wd = tmp_path_factory.mktemp("piped")
+    _copy(finished, wd / "victim")
+    modes.run(_pipeline(**{"pipeline.methods": ("partitioned", "baseline"), "embed.epochs": 2}), wd)
+    return wd
+
+
+def test_pipeline_rerun_with_fewer_methods_is_refused_or_restarted(piped, tmp_path):
+    wd = _copy(piped, tmp_path / "run")
+    fields = {"pipeline.methods": ("partitioned",), "embed.epochs": 2}
+    with pytest.raises(ConfigError) as err:
+        modes.run(_pipeline(**fields), wd)
+    msg = _one_line(err)
+    assert "pipeline.methods ['partitioned', 'baseline'] -> ['partitioned']" in msg
+    assert (wd / "baseline" / "model").is_dir()
+    modes.run(_pipeline(restart=True, **fields), wd)
+    (old,) = (wd / "replaced").iterdir()
+    assert not (wd / "baseline").exists()  # attack cannot pick up the earlier run's model
+    assert {"baseline", "partitioned", "victim", "watermark"} <= {p.name for p in old.iterdir()}
+    stored = json.loads((wd / fingerprint.FILE).read_text())
+    assert stored["kind"] == "pipeline" and stored["fields"]["pipeline.methods"] == ["partitioned"]
+    assert checkpoint.load_model(wd / "victim")[2]["fingerprint"]["fields"]["seed"] == 0
+
+
+def test_attack_takes_only_models_and_manifests_of_one_pipeline_run(piped, tmp_path):
+    def attack(src):
+        cfg = tiny(mode="attack", **{"attack.source": str(src), "attack.kinds": ("quantize",)})
+        with pytest.raises(ConfigError) as err:
+            modes.run(cfg, tmp_path / "attack")
+        return _one_line(err)
+
+    # A method model made with other embedding fields (another run's, copied in).
+    src = _copy(piped, tmp_path / "other_fields")
+    meta_path = src / "baseline" / "model" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["fingerprint"]["fields"]["embed.epochs"] = 5
+    meta_path.write_text(json.dumps(meta))
+    msg = attack(src)
+    assert "embed.epochs 2 -> 5" in msg and str(src / "baseline") in msg
+    # A method model embedded with other watermark sets than the manifests beside it.
+    src = _copy(piped, tmp_path / "other_sets")
+    meta_path = src / "partitioned" / "model" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["watermark"]["digest"] = "jaxwm-wm2:" + "0" * 32
+    meta_path.write_text(json.dumps(meta))
+    assert "other watermark sets than the manifests" in attack(src)
+    # A manifest left beside the run's own (the model recorded the digest of one set).
+    src = _copy(piped, tmp_path / "stale_manifest")
+    shutil.copy(src / "watermark" / "manifest0.json", src / "watermark" / "manifest1.json")
+    assert "other watermark sets than the manifests" in attack(src)
+
+
+def test_reproduce_units_are_bound_and_take_restart_from_presets_too(piped, tmp_path):
+    study = tiny(mode="reproduce", restart=True)
+    study.reproduce.presets = True  # a preset sub-config starts from defaults, not this config
+    _, sub = report._entry_config(study, f"mnist={SOURCE}", 0)
+    assert sub.restart is True and sub.model.widths != (4, 8)  # the preset, with restart
+    # A unit's pipeline directory is bound as mode=pipeline's is (here with a tiny config).
+    unit = _copy(piped, tmp_path / "seed0")
+    fields = {"pipeline.methods": ("partitioned",), "embed.epochs": 2}
+    with pytest.raises(ConfigError, match="pipeline.methods"):
+        report._run_unit(_pipeline(**fields), unit, attacks=False)
+    report._run_unit(_pipeline(restart=True, **fields), unit, attacks=False)
+    assert not (unit / "baseline").exists() and (unit / "replaced").is_dir()

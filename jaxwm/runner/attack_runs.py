@@ -34,7 +34,7 @@ from jaxwm import controls, triggers, verify
 from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
-from jaxwm.runner import attack_registry, config, experiments, plots, runs
+from jaxwm.runner import attack_registry, config, experiments, plots, provenance, runs
 from jaxwm.runner.attack_registry import AttackContext
 from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
 from jaxwm.stats import binomial_pvalue
@@ -160,6 +160,7 @@ def _load_source(cfg: ml_collections.ConfigDict) -> tuple[Path, dict, Path]:
             f"attack.source={str(src)!r} has no model for scheme(s) {missing}; set "
             "attack.schemes to the methods that pipeline.methods embedded"
         )
+    provenance.check_pipeline_source(src, cfg.attack.schemes)  # models + manifests of one run
     _, _, meta = checkpoint.load_model(src / cfg.attack.schemes[0])
     victim = meta["config"].get("pipeline", {}).get("victim") or str(src / "victim")
     return src, read_manifest(manifest_path), Path(victim)

@@ -21,6 +21,12 @@ afresh).
 
 Saved models carry their fingerprint in ``meta.json`` (``"fingerprint"``): the train fields for a
 victim, plus the watermark and embedding fields for a watermarked model (:func:`embed_fields`).
+
+``embed`` and ``pipeline`` run directories are bound the same way (:func:`prepare`,
+:func:`bind_pipeline`): their outputs are recomputed on every run, but a run with fewer
+``embed.more_sets`` or ``pipeline.methods`` would leave the earlier run's extra manifests or
+method models behind for ``verify`` and ``attack`` to pick up, so a rerun with other fields is
+refused, or with ``restart=True`` every earlier output is moved aside first.
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ VERSION = 1
 NEUTRAL = frozenset({"train.eval_every", "train.checkpoint_every"})
 # What a training run leaves in its directory; moved aside (the fingerprint last) on restart.
 TRAIN_ARTEFACTS = ("checkpoints", "model", "metrics.jsonl", "results.json", "compile_stats.json")
+# What an embed run leaves (glob patterns; any of them present means an earlier run).
+EMBED_ARTEFACTS = ("model", "manifest*.json", "DIGEST.txt", "results.json")
+PIPELINE_METHODS = ("partitioned", "baseline", "adi")
+# What a pipeline leaves besides its victim and null models (which are bound on their own).
+PIPELINE_ARTEFACTS = ("watermark", *PIPELINE_METHODS, "results.json", "table1.md")
+# Pipeline fields that its method models do not record (they shape the directory, not a model).
+PIPELINE_ONLY = ("pipeline.methods", "pipeline.victim", "verify.null_models")
 RESTART_HINT = "set --config.restart=True to move it aside and start afresh"
 
 
@@ -117,6 +130,26 @@ def embed_fields(cfg: Mapping, victim: dict | None = None, method: str | None = 
     return _canonical(out)
 
 
+def pipeline_fields(cfg: Mapping) -> dict[str, Any]:
+    """The fields that shape a ``pipeline`` run directory.
+
+    Args:
+      cfg: The run config, or the config dict a pipeline method model saved.
+
+    Returns:
+      :func:`embed_fields` of the victim this config trains (less ``embed.method``, which a
+      pipeline ignores) plus :data:`PIPELINE_ONLY`: which method directories and null models
+      the run holds, and which victim it used.
+    """
+    out = embed_fields(cfg)
+    del out["embed.method"]
+    pipe, ver = _section(cfg, "pipeline"), _section(cfg, "verify")
+    out["pipeline.methods"] = pipe.get("methods")
+    out["pipeline.victim"] = pipe.get("victim")
+    out["verify.null_models"] = ver.get("null_models")
+    return _canonical(out)
+
+
 def record(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The JSON stored in ``fingerprint.json`` and in a saved model's ``meta.json``."""
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -134,8 +167,16 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def has_run(workdir: Path) -> bool:
-    """Whether ``workdir`` holds something a run would reuse: a model or a complete checkpoint."""
+def has_run(workdir: Path, artefacts: tuple[str, ...] | None = None) -> bool:
+    """Whether ``workdir`` holds an earlier run's outputs.
+
+    Args:
+      workdir: The run directory.
+      artefacts: Glob patterns of the outputs of an ``embed`` or ``pipeline`` run; None means a
+        training run: a model or a complete checkpoint.
+    """
+    if artefacts is not None:
+        return any(next(workdir.glob(pat), None) is not None for pat in artefacts)
     ckpts = workdir / "checkpoints"
     if (workdir / "model").is_dir():
         return True
@@ -195,7 +236,15 @@ def adopt_legacy(workdir: Path) -> None:
         _write(workdir / FILE, rec)
 
 
-def bind(workdir: Path, rec: dict[str, Any], *, restart: bool, label: str) -> None:
+def bind(
+    workdir: Path,
+    rec: dict[str, Any],
+    *,
+    restart: bool,
+    label: str,
+    artefacts: tuple[str, ...] | None = None,
+    move: tuple[str, ...] | None = None,
+) -> None:
     """Binds ``workdir`` to ``rec``, refusing to reuse a run made with other fields.
 
     Writes ``fingerprint.json`` (before any checkpoint). Safe to call twice.
@@ -205,20 +254,24 @@ def bind(workdir: Path, rec: dict[str, Any], *, restart: bool, label: str) -> No
       rec: This run's fingerprint (:func:`record`).
       restart: Move an earlier run aside (``replaced/<time>/``) instead of reusing or refusing.
       label: How messages name the directory, e.g. ``"--workdir runs/x"``.
+      artefacts: The run's outputs (glob patterns, see :func:`has_run`); None: a training run.
+      move: What a restart moves aside (glob patterns); default ``artefacts`` (or the
+        training run's files).
 
     Raises:
       ConfigError: The directory holds a run with another fingerprint (the message lists the
         differing fields) or a pre-fingerprint run whose config was not recorded.
     """
     workdir = Path(workdir)
-    old, earlier = stored(workdir), has_run(workdir)
+    old, earlier = stored(workdir), has_run(workdir, artefacts)
     _sync("jaxwm_fingerprint_read")  # every process decides on the same files
     if earlier:
         if restart:
-            _move_aside(workdir)
+            _move_aside(workdir, move or artefacts or TRAIN_ARTEFACTS)
         elif old is None:
+            what = "checkpoints or model/" if artefacts is None else ", ".join(artefacts)
             raise ConfigError(
-                f"{label} holds a run (checkpoints or model/) with no record of its config "
+                f"{label} holds a run ({what}) with no record of its config "
                 f"(written before jaxwm kept {FILE}), so a resume cannot be checked; "
                 f"{RESTART_HINT}, or pick another --workdir"
             )
@@ -250,17 +303,54 @@ def bind_train(cfg: Mapping, workdir: Path) -> dict[str, Any]:
     return rec
 
 
+def embed_record(cfg: Mapping) -> dict[str, Any]:
+    """An ``embed`` run's fingerprint: its fields and its victim's (``embed.victim``) digest."""
+    victim = model_record(Path(cfg.embed.victim)) if cfg.embed.victim else None
+    return record("embed", embed_fields(cfg, victim or {}))
+
+
+def bind_pipeline(cfg: Mapping, workdir: Path) -> dict[str, Any]:
+    """Binds a ``pipeline`` run directory to :func:`pipeline_fields` (see :func:`bind`).
+
+    A restart moves aside the victim and null models too (the whole earlier run); a directory
+    written before pipelines kept a fingerprint is judged by the config its method models saved.
+
+    Returns:
+      The fingerprint record.
+    """
+    workdir = Path(workdir)
+    rec = record("pipeline", pipeline_fields(cfg))
+    if not (workdir / FILE).exists() and has_run(workdir, PIPELINE_ARTEFACTS):
+        legacy = next((_read_json(m) for m in sorted(workdir.glob("*/model/meta.json"))
+                       if m.parent.parent.name in PIPELINE_METHODS), None)  # fmt: skip
+        if legacy is not None and isinstance(legacy.get("config"), dict):
+            old = record("pipeline", pipeline_fields(legacy["config"]))
+            old["adopted_from"] = "a method model's meta.json (written before fingerprints)"
+            _write(workdir / FILE, old)
+    move = PIPELINE_ARTEFACTS + ("null*",) + (() if cfg.pipeline.victim else ("victim",))
+    bind(workdir, rec, restart=bool(cfg.get("restart")), label=f"--workdir {str(workdir)!r}",
+         artefacts=PIPELINE_ARTEFACTS, move=move)  # fmt: skip
+    return rec
+
+
 def prepare(cfg: Mapping, workdir: Path) -> None:
     """What :func:`jaxwm.runner.modes.run` checks before it rewrites ``config.json``.
 
-    A pre-fingerprint directory is bound to its old ``config.json`` first; a ``train`` run is
-    then checked here, so a refused run leaves ``config.json`` describing the run that is there.
+    A pre-fingerprint directory is bound to its old ``config.json`` first; a ``train``,
+    ``embed`` or ``pipeline`` run is then checked here, so a refused run leaves ``config.json``
+    describing the run that is there.
     """
     workdir = Path(workdir)
+    mode = cfg.get("mode")
     adopt_legacy(workdir)
     _sync("jaxwm_fingerprint_adopted")  # every process, so all then read the same file
-    if cfg.get("mode") == "train":
+    if mode == "train":
         bind_train(cfg, workdir)
+    elif mode == "embed" and cfg.embed.victim:  # without a victim run_embed says what to do
+        bind(workdir, embed_record(cfg), restart=bool(cfg.get("restart")),
+             label=f"--workdir {str(workdir)!r}", artefacts=EMBED_ARTEFACTS)  # fmt: skip
+    elif mode == "pipeline":
+        bind_pipeline(cfg, workdir)
 
 
 def check_model(run_dir: Path, rec: dict[str, Any], *, label: str, hint: str) -> None:
@@ -289,8 +379,9 @@ def _write(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _move_aside(workdir: Path) -> None:
-    """Moves an earlier run's files to ``replaced/<UTC time>/``, the fingerprint last."""
+def _move_aside(workdir: Path, patterns: tuple[str, ...]) -> None:
+    """Moves an earlier run's files (glob ``patterns``) to ``replaced/<UTC time>/``, the
+    fingerprint last."""
     if parallel.is_primary():
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         dest = workdir / "replaced" / stamp
@@ -300,7 +391,8 @@ def _move_aside(workdir: Path) -> None:
             dest = workdir / "replaced" / f"{stamp}-{n}"
         dest.mkdir(parents=True)
         moved = []
-        for name in (*TRAIN_ARTEFACTS, FILE):  # the fingerprint last: what stays is still bound
+        names = sorted({p.name for pat in patterns for p in workdir.glob(pat)} - {FILE})
+        for name in (*names, FILE):  # the fingerprint last: what stays is still bound
             if (workdir / name).exists():
                 (workdir / name).rename(dest / name)
                 moved.append(name)

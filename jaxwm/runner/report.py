@@ -29,7 +29,7 @@ import ml_collections
 from jaxwm.engine import compile_stats
 from jaxwm.engine.sweep import aggregate, format_stat
 from jaxwm.errors import ConfigError, DatasetError
-from jaxwm.runner import attack_runs, config, experiments, procpool, runs
+from jaxwm.runner import attack_runs, config, experiments, fingerprint, procpool, runs
 
 
 def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tuple[str, Any]:
@@ -47,6 +47,7 @@ def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tupl
         sub.attack.source = ""
         sub.verify.null_models = cfg.verify.null_models
         sub.progress = cfg.progress
+        sub.restart = cfg.restart  # a preset starts from defaults: restart must travel too
     sub.data.source = source
     sub.data.cache_dir = cfg.data.cache_dir
     sub.compile_cache, sub.compile_cache_min_s = cfg.compile_cache, cfg.compile_cache_min_s
@@ -59,6 +60,7 @@ def _run_unit(sub: ml_collections.ConfigDict, run_dir: Path, attacks: bool) -> d
     try:
         sub.mode = "pipeline"
         config.validate(sub)
+        fingerprint.bind_pipeline(sub, run_dir)  # as mode=pipeline binds its workdir
         res = runs.run_pipeline(sub, run_dir)
     except DatasetError as e:  # e.g. CIFAR-100 with no offline copy
         return {"skipped": str(e).splitlines()[0]}

@@ -316,6 +316,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
             "watermark": {
                 "method": method,
                 "manifests": [f"watermark/manifest{i}.json" for i in range(len(sets))],
+                "digest": digest,  # attack checks the manifests beside it are these
             },
             "metrics": {k: v for k, v in res.items() if k != "history"},
             "fingerprint": fingerprint.record(
@@ -434,9 +435,8 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         raise ConfigError("mode=embed needs embed.victim: the run directory of a trained model")
     ds = experiments.load_data(cfg)
     model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes, ds.image_shape[2])
-    victim_fp = fingerprint.model_record(Path(cfg.embed.victim)) or {}
     sets = make_sets(cfg, ds)
-    write_manifests(workdir, sets, ds.name)
+    digest = write_manifests(workdir, sets, ds.name)
     manifests = [f"manifest{i}.json" for i in range(len(sets))]
     ctl = make_controls(cfg, ds, sets)
     before = evaluate_model(model, params, state, ds, sets, ctl, cfg.verify)
@@ -447,9 +447,9 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "config": config.public_dict(cfg),
         "dataset": {"name": ds.name, "source": cfg.data.source, "class_names": ds.class_names},
         "normalization": {"mean": ds.mean, "std": ds.std},
-        "watermark": {"method": cfg.embed.method, "manifests": manifests},
+        "watermark": {"method": cfg.embed.method, "manifests": manifests, "digest": digest},
         "metrics": after,
-        "fingerprint": fingerprint.record("embed", fingerprint.embed_fields(cfg, victim_fp)),
+        "fingerprint": fingerprint.embed_record(cfg),  # what the workdir was bound to
     }
     checkpoint.save_model(workdir, p, s, meta)
     out = {"before": before, "after": after, "history": hist}

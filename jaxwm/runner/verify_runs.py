@@ -29,7 +29,7 @@ from jaxwm.manifest import (
     read_manifest,
     regenerate,
 )
-from jaxwm.runner import config, experiments, runs
+from jaxwm.runner import config, experiments, provenance, runs
 
 UNPUBLISHED_NOTE = (
     "Without a digest published before the suspect's release, a claimant could have tried many "
@@ -70,6 +70,8 @@ def load_manifests(path: str) -> list[tuple[Path, dict]]:
         files = [p]
     loaded = [(f, read_manifest(f)) for f in files]
     loaded.sort(key=lambda fm: (fm[1].get("index", 0), str(fm[0])))
+    if p.is_dir():  # only the set its run committed to, never one left by an earlier run
+        provenance.check_manifest_dir(p, [m for _, m in loaded])
     ks = {m["num_classes"] for _, m in loaded}
     if len(ks) != 1:
         raise ManifestError(f"the manifests in {path!r} disagree on num_classes: {sorted(ks)}")
