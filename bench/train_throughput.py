@@ -76,11 +76,11 @@ import numpy as np
 
 try:
     from jaxwm import models
-    from jaxwm.engine import loop, partition, train
+    from jaxwm.engine import loop, optim, partition, train
 except ImportError:  # run from a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from jaxwm import models
-    from jaxwm.engine import loop, partition, train
+    from jaxwm.engine import loop, optim, partition, train
 
 WHATS = ("train_step", "partial_step", "epoch_real_layout")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -244,7 +244,7 @@ def _synthetic_data(n: int, seed: int) -> tuple[jax.Array, jax.Array]:
 
 def _make_step(model: models.Model, patterns: list[str] | None, seed: int):
     """(step, initial TrainState, mask info) for the full or the partial (masked) step."""
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=1_000_000, warmup_steps=0)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=1_000_000, warmup_steps=0)
     mask, info = None, {}
     if patterns:
         shapes = jax.eval_shape(

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm import data, models
-from jaxwm.engine import loop, parallel, sweep, train
+from jaxwm.engine import loop, optim, parallel, sweep, train
 
 SOURCE = "synthetic:train=256,test=64,classes=4"
 
@@ -55,7 +55,7 @@ def check_parallel() -> dict:
     """Sharded chunk == single-device chunk; shardings; fit on 8 devices; divisibility error."""
     ds, model, arrays = _setup()
     out: dict = {}
-    tx = train.make_optimizer(peak_lr=0.05, total_steps=16)
+    tx = optim.make_optimizer(peak_lr=0.05, total_steps=16)
     step = train.make_train_step(model.apply, tx, ds.mean, ds.std, crop_pad=1)
     sample = jnp.zeros((1, 8, 8, 3))
     perm = train.epoch_permutation(jax.random.key(1), 256, 0)
@@ -142,7 +142,7 @@ def check_sweep(fit_runs: dict) -> dict:
         },
     }  # fmt: skip
     # The chunk itself: stacked state in, stacked state out, run axis split over 8 devices.
-    tx = train.make_optimizer(peak_lr=0.05, total_steps=8)
+    tx = optim.make_optimizer(peak_lr=0.05, total_steps=8)
     step = train.make_train_step(model.apply, tx, ds.mean, ds.std, crop_pad=1)
     mesh = parallel.data_mesh(axis_name="runs")
     rs = parallel.batch_sharding(mesh)

@@ -9,7 +9,7 @@ import pytest
 from test_runs import launch
 
 from jaxwm import data, models
-from jaxwm.engine import compile_stats, loop, train
+from jaxwm.engine import compile_stats, compiled, loop, optim, train
 from jaxwm.errors import ConfigError
 from jaxwm.runner import config
 
@@ -69,7 +69,7 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(train, "epoch_permutation", spy)
-    train.compiled_init.cache_clear()  # earlier tests may have compiled this model already
+    compiled.clear()  # earlier tests may have compiled this model already
     jax.clear_caches()
     hp = loop.Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
     with compile_stats.CompileStats() as stats:
@@ -104,7 +104,7 @@ def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
 
 def test_scanned_chunk_has_no_host_callbacks(toy):
     arrays, model = toy
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=8)
     ts = train.init_train_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     step = train.make_train_step(model.apply, tx, arrays.mean, arrays.std)
     run = train.make_train_chunk(step, 32, 4, host_loop=False)  # the GPU/TPU path
@@ -144,7 +144,7 @@ def test_compile_cache_threshold_is_validated(tmp_path):
 
 def test_init_is_deterministic_per_key(toy):
     _, model = toy
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=8)
     a = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
     b = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
     c = train.init_train_state(model.init, tx, jax.random.key(4), jnp.zeros((1, 8, 8, 3)))
@@ -173,3 +173,30 @@ def test_fits_differing_in_length_and_learning_rate_share_one_compilation(toy):
     with compile_stats.CompileStats() as stats:
         loop.fit(model.init, model.apply, arrays, longer, seed=0, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
+
+
+def test_compiled_cache_keys_on_builder_and_static_args_and_is_bounded(monkeypatch):
+    built = []
+
+    @compiled.cached
+    def scaled(factor, *, offset=0.0):
+        built.append((factor, offset))
+        return jax.jit(lambda x: x * factor + offset)
+
+    @compiled.cached
+    def other(factor, *, offset=0.0):
+        built.append(("other", factor))
+        return jax.jit(lambda x: x - factor)
+
+    assert scaled(2.0) is scaled(2.0)
+    assert scaled(2.0, offset=1.0) is not scaled(2.0)
+    assert other(2.0) is not scaled(2.0)  # the builder's identity is part of the key
+    assert built == [(2.0, 0.0), (2.0, 1.0), ("other", 2.0)]
+    monkeypatch.setattr(compiled, "MAX_ENTRIES", 2)
+    scaled(3.0)  # evicts the least recently used entries down to the bound
+    assert compiled.size() == 2
+    n = len(built)
+    scaled(2.0)  # recently used: kept
+    assert len(built) == n
+    scaled(2.0, offset=1.0)  # least recently used: evicted, so built again
+    assert built[-1] == (2.0, 1.0) and len(built) == n + 1

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm.engine import loop, train
+from jaxwm.engine import loop, optim, train
 from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, copy_tree
 
 PyTree = Any
@@ -137,7 +137,7 @@ def distill(
       batch_size: Batch size, clipped to the number of images.
       soft, temperature: Soft (KL at ``temperature``) or hard (argmax) teacher targets.
       crop_pad, flip: Augmentation (off by default).
-      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.engine.train.make_optimizer`;
+      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.engine.optim.make_optimizer`;
         the student trains from scratch, so the default schedule decays (cosine).
 
     Returns:
@@ -158,7 +158,7 @@ def distill(
     n = int(images.shape[0])
     batch_size = min(batch_size, n)
     steps, _ = loop.epoch_geometry(n, batch_size, 0)
-    tx = train.make_optimizer(
+    tx = optim.make_optimizer(
         peak_lr=lr,
         total_steps=max(epochs * steps, 1),
         schedule=schedule,

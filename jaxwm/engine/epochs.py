@@ -10,7 +10,6 @@ the same shape, or another pruning mask reuses it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm.engine import loop, partition, train
+from jaxwm.engine import compiled, loop, optim, partition, train
 
 PyTree = Any
 ApplyFn = Callable[..., tuple[jax.Array, PyTree]]
@@ -73,7 +72,7 @@ def _keep_zero(keep: PyTree | None) -> optax.GradientTransformation:
 def _make_tx(
     r: _Recipe, trainable: PyTree | None, prune_keep: PyTree | None, has_prune: bool
 ) -> optax.GradientTransformation:
-    tx = train.make_optimizer(
+    tx = optim.make_optimizer(
         peak_lr=r.lr,
         total_steps=max(r.total_steps, 1),
         schedule=r.schedule,
@@ -90,7 +89,7 @@ def _make_tx(
     return tx
 
 
-@functools.lru_cache(maxsize=32)
+@compiled.cached
 def _compiled_epoch(
     apply_fn: ApplyFn, r: _Recipe, trainable_key: tuple | None, has_prune: bool, steps: int
 ) -> Callable:

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxwm.engine import checkpoint, parallel, partition, train
+from jaxwm.engine import checkpoint, compiled, optim, parallel, partition, train
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -106,7 +105,7 @@ def optimizer_for(
       steps_per_epoch: Optimizer steps per epoch (see :func:`epoch_geometry`).
       peak_lr: Overrides ``hp.peak_lr`` (sweeps use 1.0 and scale each run's updates).
     """
-    return train.make_optimizer(
+    return optim.make_optimizer(
         peak_lr=hp.peak_lr if peak_lr is None else peak_lr,
         total_steps=hp.epochs * steps_per_epoch,
         warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
@@ -124,7 +123,7 @@ def _with_mask(
     return tx if mask is None else partition.masked(tx, mask)
 
 
-@functools.lru_cache(maxsize=16)
+@compiled.cached
 def _program(
     apply_fn: Callable,
     shape_hp: Hparams,
