@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxwm import controls, data, models, stats, triggers, verify
 from jaxwm.engine import loop, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.runner import experiments
 
 ALPHAS = (0.05, 0.01, 1e-3)
@@ -35,7 +36,7 @@ def _models(n: int, epochs: int):
     ds = data.load_dataset("digits")
     model = models.resnet(ds.num_classes, stage_sizes=(1, 1, 1), widths=(16, 32, 64))
     arrays = experiments.to_arrays(ds)
-    hp = loop.Hparams(epochs=epochs, batch_size=64, peak_lr=0.05, crop_pad=1, flip=False,
+    hp = Hparams(epochs=epochs, batch_size=64, peak_lr=0.05, crop_pad=1, flip=False,
                       steps_per_call=11)  # fmt: skip
     out = []
     for seed in range(100, 100 + n):

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from jaxwm import data, models  # noqa: E402
 from jaxwm.engine import loop, parallel, sweep  # noqa: E402
+from jaxwm.engine.hparams import Hparams  # noqa: E402
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         tuple(ds.mean), tuple(ds.std), ds.num_classes,
     ).on_device()  # fmt: skip
     model = models.resnet(10, stage_sizes=(1,) * len(widths), widths=widths)
-    hp = loop.Hparams(epochs=epochs, batch_size=args.batch, peak_lr=0.05, eval_every=0)
+    hp = Hparams(epochs=epochs, batch_size=args.batch, peak_lr=0.05, eval_every=0)
     seeds = list(range(args.runs))
 
     t0 = time.perf_counter()

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxwm import data, models
 from jaxwm.engine import loop, optim, parallel, sweep, train
+from jaxwm.engine.hparams import Hparams
 
 SOURCE = "synthetic:train=256,test=64,classes=4"
 
@@ -92,7 +93,7 @@ def check_parallel() -> dict:
     out["batch_spec"] = str(parallel.batch_sharding(mesh).spec)
 
     # fit: automatic data parallelism on 8 devices == fit forced onto one device.
-    hp = loop.Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1)
+    hp = Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1)
     one = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False, data_parallel=False)
     many = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False)
     out["fit"] = {
@@ -104,7 +105,7 @@ def check_parallel() -> dict:
         ],
     }
     try:
-        bad = loop.Hparams(epochs=1, batch_size=12)
+        bad = Hparams(epochs=1, batch_size=12)
         loop.fit(model.init, model.apply, arrays, bad, progress=False)
         out["not_divisible_error"] = None
     except ValueError as e:
@@ -117,7 +118,7 @@ def check_sweep(fit_runs: dict) -> dict:
     """A sweep (2 seeds x 2 learning rates) sharded over the run axis == sequential fits."""
     ds, model, arrays = _setup()
     out: dict = {}
-    hp = loop.Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
+    hp = Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
     fit_runs[(0.2, 0)] = loop.fit(
         model.init, model.apply, arrays, dataclasses.replace(hp, peak_lr=0.2), seed=0,
         progress=False, data_parallel=False,
@@ -201,7 +202,7 @@ def results() -> dict:
 
 def check_process(workdir: str) -> dict:
     """One of several processes (see test_parallel.py): fit with a workdir, then a sweep."""
-    hp = loop.Hparams(epochs=2, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
+    hp = Hparams(epochs=2, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
     _, model, arrays = _setup()
     r = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False, workdir=workdir)
     runs = sweep.fit_sweep(model.init, model.apply, arrays, hp, [0, 1, 2, 3], progress=False)

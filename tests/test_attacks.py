@@ -332,7 +332,9 @@ def test_finetune_sweep_equals_separate_runs(model, victim, data):
 
 def test_adaptive_finetune_touches_only_the_turned_layers(model, victim, data):
     with pytest.raises(ValueError, match="layers_to_turn"):
-        attacks.adaptive_finetune(model.apply, *victim, *data[:2], layers_to_turn=[], epochs=3)
+        attacks.adaptive_finetune(
+            model.apply, *victim, *data, layers_to_turn=[], key=jax.random.key(8), epochs=3, **FT
+        )
     p, s = attacks.adaptive_finetune(
         model.apply,
         *victim,

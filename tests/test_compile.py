@@ -10,6 +10,7 @@ from test_runs import launch
 
 from jaxwm import data, models
 from jaxwm.engine import compile_stats, compiled, loop, optim, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import ConfigError
 from jaxwm.runner import config
 
@@ -71,7 +72,7 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
     monkeypatch.setattr(train, "epoch_permutation", spy)
     compiled.clear()  # earlier tests may have compiled this model already
     jax.clear_caches()
-    hp = loop.Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
+    hp = Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
     with compile_stats.CompileStats() as stats:
         loop.fit(model.init, model.apply, arrays, hp, progress=False)
     assert len(seen) == 3
@@ -96,7 +97,7 @@ def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
 
     monkeypatch.setattr(jax, "device_get", spy)
     # 256 examples / batch 32 = 8 steps per epoch, in chunks of 4 steps: 2 fetches per epoch.
-    hp = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
+    hp = Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
     loop.fit(model.init, model.apply, arrays, hp, progress=False)
     assert len(fetched) == 2 * 2
     assert all(set(m) == {"loss_sum", "correct", "count"} for m in fetched)
@@ -155,7 +156,7 @@ def test_init_is_deterministic_per_key(toy):
 
 def test_fits_differing_only_in_seed_share_one_compilation(toy):
     arrays, model = toy
-    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4)
+    hp = Hparams(epochs=1, batch_size=32, steps_per_call=4)
     first = loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
     with compile_stats.CompileStats() as stats:
         second = loop.fit(model.init, model.apply, arrays, hp, seed=1, progress=False)
@@ -167,9 +168,9 @@ def test_fits_differing_only_in_seed_share_one_compilation(toy):
 
 def test_fits_differing_in_length_and_learning_rate_share_one_compilation(toy):
     arrays, model = toy
-    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
+    hp = Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
     loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
-    longer = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
+    longer = Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
     with compile_stats.CompileStats() as stats:
         loop.fit(model.init, model.apply, arrays, longer, seed=0, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)

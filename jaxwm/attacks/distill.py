@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm.engine import loop, optim, train
-from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, copy_tree
+from jaxwm.engine import optim, train
+from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, copy_tree, epoch_geometry
 
 PyTree = Any
 Carry = tuple[train.TrainState, PyTree, PyTree]  # (student, teacher params, teacher state)
@@ -157,7 +157,7 @@ def distill(
     images = jnp.asarray(images, jnp.uint8)
     n = int(images.shape[0])
     batch_size = min(batch_size, n)
-    steps, _ = loop.epoch_geometry(n, batch_size, 0)
+    steps, _ = epoch_geometry(n, batch_size, 0)
     tx = optim.make_optimizer(
         peak_lr=lr,
         total_steps=max(epochs * steps, 1),

@@ -24,10 +24,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from jaxwm.engine import checkpoint, compiled, optim, parallel, partition, train
+from jaxwm.engine import checkpoint, epochs, parallel, train
+from jaxwm.engine.hparams import Hparams
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -55,105 +55,6 @@ class Arrays:
             test_images=put(np.asarray(self.test_images, np.uint8)),
             test_labels=put(np.asarray(self.test_labels, np.int32)),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class Hparams:
-    """Training hyper-parameters (explicit values; configs map onto these)."""
-
-    epochs: int
-    batch_size: int
-    peak_lr: float = 0.1
-    warmup_epochs: float = 0.0
-    schedule: str = "cosine"
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    crop_pad: int = 4
-    flip: bool = True
-    steps_per_call: int = 0
-    eval_every: int = 1
-    checkpoint_every: int = 1
-
-
-def epoch_geometry(n: int, batch_size: int, steps_per_call: int) -> tuple[int, int]:
-    """``(chunk_steps, chunks_per_epoch)`` for ``n`` examples.
-
-    An epoch is ``n // batch_size`` steps (the remainder of the shuffled order is dropped),
-    rounded down to whole chunks of ``steps_per_call`` (0 = the whole epoch in one call).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps = n // batch_size
-    if steps == 0:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {n} training examples; lower it"
-        )
-    chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
-    return chunk, steps // chunk
-
-
-def optimizer_for(
-    hp: Hparams, steps_per_epoch: int, *, peak_lr: float | None = None
-) -> optax.GradientTransformation:
-    """The optimizer and learning-rate schedule that ``hp`` describes for a whole run.
-
-    Args:
-      hp: Hyper-parameters.
-      steps_per_epoch: Optimizer steps per epoch (see :func:`epoch_geometry`).
-      peak_lr: Overrides ``hp.peak_lr`` (sweeps use 1.0 and scale each run's updates).
-    """
-    return optim.make_optimizer(
-        peak_lr=hp.peak_lr if peak_lr is None else peak_lr,
-        total_steps=hp.epochs * steps_per_epoch,
-        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
-        schedule=hp.schedule,
-        optimizer=hp.optimizer,
-        momentum=hp.momentum,
-        nesterov=hp.nesterov,
-        weight_decay=hp.weight_decay,
-    )
-
-
-def _with_mask(
-    tx: optax.GradientTransformation, mask: PyTree | None
-) -> optax.GradientTransformation:
-    return tx if mask is None else partition.masked(tx, mask)
-
-
-@compiled.cached
-def _program(
-    apply_fn: Callable,
-    shape_hp: Hparams,
-    chunk: int,
-    mask_key: tuple | None,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    sharding: Any,
-) -> Callable:
-    """The jitted training chunk of a fit, cached per configuration.
-
-    ``shape_hp`` is the run's :class:`Hparams` with the schedule's numbers (epochs, peak rate,
-    warm-up) and the loop-only fields normalised away (:func:`_program_key`): the optimizer
-    keeps those numbers in its state (:mod:`jaxwm.engine.optim`), so its ``update`` (and the whole
-    step) is the same for every value. Fits that differ only in seed, data, initial state,
-    length or learning rate then share one compilation.
-    """
-    mask = partition.mask_from_key(mask_key)
-    template = _with_mask(optimizer_for(shape_hp, 1), mask)  # its update reads only the state
-    step = train.make_train_step(
-        apply_fn, template, mean, std, mask=mask, label_smoothing=shape_hp.label_smoothing,
-        crop_pad=shape_hp.crop_pad, flip=shape_hp.flip,
-    )  # fmt: skip
-    return train.make_train_chunk(step, shape_hp.batch_size, chunk, batch_sharding=sharding)
-
-
-def _program_key(hp: Hparams) -> Hparams:
-    return dataclasses.replace(
-        hp, epochs=1, peak_lr=1.0, warmup_epochs=0.0, eval_every=1, checkpoint_every=1
-    )
 
 
 @dataclasses.dataclass
@@ -242,14 +143,15 @@ def fit(
         arrays = arrays.on_device()
     primary = parallel.is_primary()
     n = int(arrays.train_images.shape[0])
-    chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
+    chunk, n_chunks = epochs.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
     sharding = None if mesh is None else parallel.batch_sharding(mesh)
-    tx = _with_mask(optimizer_for(hp, steps_per_epoch), mask)  # this run's numbers, for init
-    run = _program(
-        model_apply, _program_key(hp), chunk, partition.mask_key(mask),
-        tuple(map(float, arrays.mean)), tuple(map(float, arrays.std)), sharding,
+    # This run's numbers, for init; the compiled chunk reads them from the optimizer state.
+    tx = epochs.optimizer(hp, mask, total, steps_per_epoch=steps_per_epoch)
+    run = epochs.epoch_fn(
+        model_apply, hp, mean=arrays.mean, std=arrays.std, mask=mask, steps=chunk,
+        sharding=sharding,
     )  # fmt: skip
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
     ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)

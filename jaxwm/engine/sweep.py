@@ -38,7 +38,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 
-from jaxwm.engine import loop, parallel, train
+from jaxwm.engine import epochs, loop, parallel, train
+from jaxwm.engine.hparams import Hparams
 
 PyTree = Any
 RUN_AXIS = "runs"
@@ -172,7 +173,7 @@ def fit_sweep(
     model_init: Callable,
     model_apply: Callable,
     arrays: loop.Arrays,
-    hp: loop.Hparams,
+    hp: Hparams,
     seeds: Sequence[int],
     *,
     lrs: Sequence[float] | None = None,
@@ -221,10 +222,10 @@ def fit_sweep(
         return tree if run_sharding is None else parallel.put(tree, run_sharding)
 
     n = int(arrays.train_images.shape[0])
-    chunk, n_chunks = loop.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
+    chunk, n_chunks = epochs.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    tx = loop.optimizer_for(hp, steps_per_epoch)  # exactly fit's optimizer
+    tx = epochs.optimizer(hp, None, total, steps_per_epoch=steps_per_epoch)  # exactly fit's
     sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
 
     # One initialisation per run, as fit does (one cached compilation serves every run):

@@ -234,7 +234,7 @@ def _overwrite(ctx: _Context, params: PyTree, state: PyTree, key) -> Iterator[Po
         image_shape=ctx.x_att.shape[1:], num_classes=ctx.num_classes,
     )  # fmt: skip
     for e in _strengths(cfg.attack.overwrite_epochs):
-        settings = dataclasses.replace(runs.embed_settings(cfg), epochs=e, target_retention=0.0)
+        settings = dataclasses.replace(runs.embed_settings(cfg), epochs=e)
         p, s, _ = embed.partitioned_embed(
             ctx.model.apply, params, state, mine.images, mine.labels,
             layers_to_turn=list(cfg.embed.layers_to_turn), settings=settings,

@@ -24,6 +24,7 @@ import ml_collections
 
 from jaxwm import data, models, version
 from jaxwm.engine import checkpoint, loop, sweep
+from jaxwm.engine.hparams import Hparams
 from jaxwm.runner import config
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,10 @@ def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> models.Mode
     )
 
 
-def hparams(section: ml_collections.ConfigDict) -> loop.Hparams:
-    """Maps a ``train``-like config section onto :class:`jaxwm.engine.loop.Hparams`."""
-    fields = loop.Hparams.__dataclass_fields__
-    return loop.Hparams(**{k: section[k] for k in fields if k in section})
+def hparams(section: ml_collections.ConfigDict) -> Hparams:
+    """Maps a ``train``-like config section onto :class:`jaxwm.engine.hparams.Hparams`."""
+    fields = Hparams.__dataclass_fields__
+    return Hparams(**{k: section[k] for k in fields if k in section})
 
 
 def environment() -> dict[str, Any]:
