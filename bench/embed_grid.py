@@ -47,7 +47,7 @@ def main() -> None:
     hp = experiments.hparams(cfg.train)
     hp = Hparams(**{**hp.__dict__, "epochs": a.victim_epochs, "eval_every": 0})
     t0 = time.perf_counter()
-    victim = loop.fit(model.init, model.apply, experiments.to_arrays(ds), hp, progress=False)
+    victim = loop.fit(model.init, model.apply, ds, hp, progress=False)
     params, state = jax.device_get((victim.state.params, victim.state.state))
     evaluate = train.make_eval(model.apply, ds.mean, ds.std)
     trig = triggers.make_trigger_set(

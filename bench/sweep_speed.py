@@ -66,17 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
     widths = tuple(args.widths or ((4, 8) if cpu else (16, 32)))
     source = f"synthetic:train={n},test={max(n // 6, 64)},height=28,width=28,channels=1,classes=10"
     ds = data.load_dataset(source)
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-        tuple(ds.mean), tuple(ds.std), ds.num_classes,
-    ).on_device()  # fmt: skip
     model = models.resnet(10, stage_sizes=(1,) * len(widths), widths=widths)
     hp = Hparams(epochs=epochs, batch_size=args.batch, peak_lr=0.05, eval_every=0)
     seeds = list(range(args.runs))
 
     t0 = time.perf_counter()
     fits = [
-        loop.fit(model.init, model.apply, arrays, hp, seed=s, progress=False, data_parallel=False)
+        loop.fit(model.init, model.apply, ds, hp, seed=s, progress=False, data_parallel=False)
         for s in seeds
     ]
     jax.block_until_ready([f.state for f in fits])
@@ -84,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     one_device = parallel.data_mesh(jax.devices()[:1])
     t0 = time.perf_counter()
-    runs = sweep.fit_sweep(
-        model.init, model.apply, arrays, hp, seeds, mesh=one_device, progress=False
-    )
+    runs = sweep.fit_sweep(model.init, model.apply, ds, hp, seeds, mesh=one_device, progress=False)
     sweep_s = time.perf_counter() - t0
 
     dev = jax.devices()[0]

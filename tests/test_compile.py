@@ -36,10 +36,7 @@ SMALL = [  # a whole pipeline: victim, partitioned embedding (2 stages), verific
 @pytest.fixture(scope="module")
 def toy():
     ds = data.load_dataset("synthetic:train=256,test=64,classes=4")
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.mean, ds.std, 4
-    )
-    return arrays, models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
+    return ds, models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
 
 
 def test_compile_stats_counts_only_inside_its_window():
@@ -59,7 +56,7 @@ def test_compile_stats_counts_only_inside_its_window():
 
 
 def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
-    arrays, model = toy
+    ds, model = toy
     seen, setup = [], []  # compilations so far at the start of each epoch; setup's by name
     real = train.epoch_permutation
 
@@ -74,7 +71,7 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
     jax.clear_caches()
     hp = Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
     with compile_stats.CompileStats() as stats:
-        loop.fit(model.init, model.apply, arrays, hp, progress=False)
+        loop.fit(model.init, model.apply, ds, hp, progress=False)
     assert len(seen) == 3
     # The model's initialisation is one compiled call: no single-op convolution (an eager
     # ResNet init compiles one per layer shape, ~100 programs in all for ResNet18).
@@ -87,7 +84,7 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
 
 
 def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
-    arrays, model = toy
+    ds, model = toy
     fetched = []
     real = jax.device_get
 
@@ -98,19 +95,19 @@ def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
     monkeypatch.setattr(jax, "device_get", spy)
     # 256 examples / batch 32 = 8 steps per epoch, in chunks of 4 steps: 2 fetches per epoch.
     hp = Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
-    loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    loop.fit(model.init, model.apply, ds, hp, progress=False)
     assert len(fetched) == 2 * 2
     assert all(set(m) == {"loss_sum", "correct", "count"} for m in fetched)
 
 
 def test_scanned_chunk_has_no_host_callbacks(toy):
-    arrays, model = toy
+    ds, model = toy
     tx = optim.make_optimizer(peak_lr=0.1, total_steps=8)
     ts = train.init_train_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-    step = train.make_train_step(model.apply, tx, arrays.mean, arrays.std)
+    step = train.make_train_step(model.apply, tx, ds.mean, ds.std)
     run = train.make_train_chunk(step, 32, 4, host_loop=False)  # the GPU/TPU path
     perm = train.epoch_permutation(jax.random.key(1), 256, 0)
-    images, labels = jnp.asarray(arrays.train_images), jnp.asarray(arrays.train_labels)
+    images, labels = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels)
     text = run.lower(ts, images, labels, perm, 0).as_text()
     assert "callback" not in text  # no host round trip inside the chunk
 
@@ -155,11 +152,11 @@ def test_init_is_deterministic_per_key(toy):
 
 
 def test_fits_differing_only_in_seed_share_one_compilation(toy):
-    arrays, model = toy
+    ds, model = toy
     hp = Hparams(epochs=1, batch_size=32, steps_per_call=4)
-    first = loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
+    first = loop.fit(model.init, model.apply, ds, hp, seed=0, progress=False)
     with compile_stats.CompileStats() as stats:
-        second = loop.fit(model.init, model.apply, arrays, hp, seed=1, progress=False)
+        second = loop.fit(model.init, model.apply, ds, hp, seed=1, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
     assert stats.by_function.get("jit(init)", 0) == 0, dict(stats.by_function)
     a, b = first.state.params["head"]["kernel"], second.state.params["head"]["kernel"]
@@ -167,12 +164,12 @@ def test_fits_differing_only_in_seed_share_one_compilation(toy):
 
 
 def test_fits_differing_in_length_and_learning_rate_share_one_compilation(toy):
-    arrays, model = toy
+    ds, model = toy
     hp = Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
-    loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
+    loop.fit(model.init, model.apply, ds, hp, seed=0, progress=False)
     longer = Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
     with compile_stats.CompileStats() as stats:
-        loop.fit(model.init, model.apply, arrays, longer, seed=0, progress=False)
+        loop.fit(model.init, model.apply, ds, longer, seed=0, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
 
 

@@ -48,11 +48,8 @@ def test_stage_schedule_rejects_empty(epochs, n):
 def victim():
     ds = data.load_dataset("synthetic:train=256,test=128,classes=4")
     model = models.resnet(4, stage_sizes=(1, 1), widths=(16, 32))
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.mean, ds.std, 4
-    )
     hp = Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
-    res = loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    res = loop.fit(model.init, model.apply, ds, hp, progress=False)
     trig = triggers.make_trigger_set(
         "noise", secret="test-owner", size=16, image_shape=(8, 8, 3), num_classes=4
     )

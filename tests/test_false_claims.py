@@ -23,12 +23,10 @@ def world():
     """Three independently trained models, and the owner's watermarked copies of the first."""
     ds = data.load_dataset(SOURCE)
     model = models.resnet(K, stage_sizes=(1, 1), widths=(16, 32))
-    arrays = loop.Arrays(ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-                         ds.mean, ds.std, K)  # fmt: skip
     hp = Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
     innocents = []
     for seed in range(3):
-        res = loop.fit(model.init, model.apply, arrays, hp, seed=seed, progress=False)
+        res = loop.fit(model.init, model.apply, ds, hp, seed=seed, progress=False)
         innocents.append(jax.device_get((res.state.params, res.state.state)))
     predict = train.make_predict(model.apply, ds.mean, ds.std)
 

@@ -2,7 +2,10 @@
 
 Victim training (:func:`jaxwm.engine.loop.fit`), watermark embedding (:mod:`jaxwm.embed`, whose
 Algorithm 1 loop is written out over these pieces) and the fine-tuning attacks
-(:func:`train_epochs`) all train through :func:`epoch_fn`: a jitted chunk of steps
+(:func:`train_epochs`) all train through :func:`epoch_fn`; sweeps
+(:mod:`jaxwm.engine.sweep`) vmap the same :func:`step_fn` and distillation
+(:mod:`jaxwm.attacks.distill`) shares the optimizer and epoch geometry. :func:`epoch_fn` is a
+jitted chunk of steps
 (:func:`jaxwm.engine.train.make_train_chunk`) built from a :class:`~jaxwm.engine.hparams.Hparams`,
 a trainable mask and an optional :class:`UpdateFilter`, cached in :mod:`jaxwm.engine.compiled`.
 The optimizer's numbers (learning rate, run length) are state, so one compiled epoch serves every
@@ -136,6 +139,28 @@ def optimizer(
     return tx
 
 
+def step_fn(
+    apply_fn: ApplyFn,
+    hp: Hparams,
+    mean: Sequence[float],
+    std: Sequence[float],
+    mask: PyTree | None = None,
+    filter_fn: Callable | None = None,
+) -> Callable:
+    """One (not jitted) training step for ``hp``: what every compiled program of the engine runs.
+
+    Its optimizer is a template: ``update`` reads the schedule's numbers (and a filter's state)
+    from the optimizer state, so the step serves every learning rate, run length and filter
+    state; build that state with :func:`optimizer`.
+    """
+    f = None if filter_fn is None else UpdateFilter(filter_fn, None)
+    tx = optimizer(hp, mask, 1, update_filter=f)
+    return train.make_train_step(
+        apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
+        crop_pad=hp.crop_pad, flip=hp.flip, freeze_state=hp.freeze_state,
+    )  # fmt: skip
+
+
 @compiled.cached
 def _program(
     apply_fn: ApplyFn,
@@ -147,14 +172,7 @@ def _program(
     sharding: NamedSharding | None,
     filter_fn: Callable | None,
 ) -> Callable:
-    mask = partition.mask_from_key(mask_key)
-    # A template: update reads the schedule's numbers and the filter's state from the state.
-    f = None if filter_fn is None else UpdateFilter(filter_fn, None)
-    tx = optimizer(hp, mask, 1, update_filter=f)
-    step = train.make_train_step(
-        apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
-        crop_pad=hp.crop_pad, flip=hp.flip, freeze_state=hp.freeze_state,
-    )  # fmt: skip
+    step = step_fn(apply_fn, hp, mean, std, partition.mask_from_key(mask_key), filter_fn)
     return train.make_train_chunk(step, hp.batch_size, steps, batch_sharding=sharding)
 
 

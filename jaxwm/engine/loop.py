@@ -4,7 +4,7 @@ The loop never waits for the device between chunks: it dispatches chunk ``i + 1`
 reads chunk ``i``'s metrics, so host bookkeeping overlaps device work.
 
 Example:
-  >>> result = fit(model, tx, arrays, hp, workdir="runs/demo")
+  >>> result = fit(model.init, model.apply, ds, hp, workdir="runs/demo")
   >>> result.test_accuracy
 """
 
@@ -23,38 +23,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
+from jaxwm.data import Dataset
 from jaxwm.engine import checkpoint, epochs, parallel, train
 from jaxwm.engine.hparams import Hparams
 
 log = logging.getLogger(__name__)
 PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Arrays:
-    """A dataset as arrays (host numpy or on device): uint8 NHWC images, int32 labels."""
-
-    train_images: Any
-    train_labels: Any
-    test_images: Any
-    test_labels: Any
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-
-    def on_device(self) -> Arrays:
-        """The same arrays, resident on the default device (transferred once)."""
-        put = jax.device_put
-        return dataclasses.replace(
-            self,
-            train_images=put(np.asarray(self.train_images, np.uint8)),
-            train_labels=put(np.asarray(self.train_labels, np.int32)),
-            test_images=put(np.asarray(self.test_images, np.uint8)),
-            test_labels=put(np.asarray(self.test_labels, np.int32)),
-        )
 
 
 @dataclasses.dataclass
@@ -100,7 +76,7 @@ def _trim_jsonl(path: Path, upto_epoch: int) -> None:
 def fit(
     model_init: Callable,
     model_apply: Callable,
-    arrays: Arrays,
+    ds: Dataset,
     hp: Hparams,
     *,
     seed: int = 0,
@@ -111,11 +87,11 @@ def fit(
     desc: str = "train",
     data_parallel: bool | None = None,
 ) -> FitResult:
-    """Trains a model on ``arrays``, resuming from ``workdir/checkpoints`` when present.
+    """Trains a model on ``ds``, resuming from ``workdir/checkpoints`` when present.
 
     Args:
       model_init, model_apply: The model's pure functions (see :mod:`jaxwm.models`).
-      arrays: The dataset (moved to the device here if it is not there yet).
+      ds: The dataset (its arrays are moved to the device here).
       hp: Hyper-parameters.
       seed: Seeds initialisation, shuffling and augmentation; same seed, same result.
       workdir: Run directory for ``metrics.jsonl`` and ``checkpoints/``; None keeps nothing.
@@ -138,11 +114,9 @@ def fit(
     if data_parallel or (data_parallel is None and jax.device_count() > 1):
         mesh = parallel.data_mesh()
         parallel.check_divisible(hp.batch_size, mesh)
-        arrays = parallel.put_dataset(arrays, mesh)
-    elif isinstance(arrays.train_images, np.ndarray):
-        arrays = arrays.on_device()
+    x_train, y_train, x_test, y_test = parallel.put_dataset(ds, mesh)
     primary = parallel.is_primary()
-    n = int(arrays.train_images.shape[0])
+    n = int(x_train.shape[0])
     chunk, n_chunks = epochs.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
@@ -150,10 +124,10 @@ def fit(
     # This run's numbers, for init; the compiled chunk reads them from the optimizer state.
     tx = epochs.optimizer(hp, mask, total, steps_per_epoch=steps_per_epoch)
     run = epochs.epoch_fn(
-        model_apply, hp, mean=arrays.mean, std=arrays.std, mask=mask, steps=chunk,
+        model_apply, hp, mean=ds.mean, std=ds.std, mask=mask, steps=chunk,
         sharding=sharding,
     )  # fmt: skip
-    sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
+    sample = jnp.zeros((1, *x_train.shape[1:]), jnp.float32)
     ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)
     if init_state is not None:
         # Copies: the training chunk donates its state, and the caller keeps its arrays.
@@ -161,7 +135,7 @@ def fit(
         ts = ts._replace(params=params, state=state)
     if mesh is not None:  # before a restore, so orbax restores straight into this layout
         ts = parallel.replicate(ts, mesh)
-    evaluate = train.make_eval(model_apply, arrays.mean, arrays.std)
+    evaluate = train.make_eval(model_apply, ds.mean, ds.std)
 
     ckpt, metrics_path, start_epoch, history = None, None, 0, []
     if workdir is not None:
@@ -198,9 +172,7 @@ def fit(
             perm = parallel.replicate(perm, mesh)
         pending, sums = None, None
         for c in range(n_chunks):
-            ts, m = run(
-                ts, arrays.train_images, arrays.train_labels, perm, c * chunk * hp.batch_size
-            )
+            ts, m = run(ts, x_train, y_train, perm, c * chunk * hp.batch_size)
             if pending is not None:  # read the previous chunk while this one runs
                 sums = _accumulate(sums, pending, bar, chunk, hp.batch_size, t_epoch)
             pending = m
@@ -217,7 +189,7 @@ def fit(
         }
         last = epoch + 1 == hp.epochs
         if last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0):
-            acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+            acc = float(evaluate(ts.params, ts.state, x_test, y_test))
             row["test_acc"] = acc
             if progress and primary:
                 bar.write(
@@ -237,7 +209,7 @@ def fit(
     if ckpt is not None:
         ckpt.close()
     if math.isnan(acc):  # resumed after the last epoch: evaluate the restored state
-        acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+        acc = float(evaluate(ts.params, ts.state, x_test, y_test))
     return FitResult(ts, acc, history, time.perf_counter() - t0)
 
 

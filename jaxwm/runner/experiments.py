@@ -39,19 +39,6 @@ def load_data(cfg: ml_collections.ConfigDict) -> data.Dataset:
     )
 
 
-def to_arrays(ds: data.Dataset) -> loop.Arrays:
-    """The dataset's arrays and normalisation, ready for :func:`jaxwm.engine.loop.fit`."""
-    return loop.Arrays(
-        ds.train_images,
-        ds.train_labels,
-        ds.test_images,
-        ds.test_labels,
-        tuple(ds.mean),
-        tuple(ds.std),
-        ds.num_classes,
-    )
-
-
 def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> models.Model:
     """The ResNet described by ``cfg.model``.
 
@@ -116,7 +103,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     result = loop.fit(
         model.init,
         model.apply,
-        to_arrays(ds),
+        ds,
         hparams(cfg.train),
         seed=cfg.seed,
         workdir=workdir,
@@ -159,7 +146,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     results = sweep.fit_sweep(
         model.init,
         model.apply,
-        to_arrays(ds),
+        ds,
         hparams(cfg.train),
         seeds=tuple(cfg.sweep.seeds),
         lrs=tuple(cfg.sweep.lrs) or None,

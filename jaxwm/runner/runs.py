@@ -103,10 +103,9 @@ def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any,
             ds.train_images, ds.train_labels, [(t.images, t.labels) for t, _ in sets],
             cfg.embed.adi_repeat,
         )  # fmt: skip
-        arrays = experiments.to_arrays(ds)
-        arrays = dataclasses.replace(arrays, train_images=x, train_labels=y)
         res = loop.fit(
-            model.init, model.apply, arrays, experiments.hparams(cfg.train),
+            model.init, model.apply, dataclasses.replace(ds, train_images=x, train_labels=y),
+            experiments.hparams(cfg.train),
             seed=seed + 500, progress=cfg.progress, desc="adi",
         )  # fmt: skip
         _say(f"adi: trained from scratch with the triggers mixed in ({res.wall_s:.1f} s)")
