@@ -21,6 +21,7 @@ import jax
 
 from jaxwm import data, embed, triggers
 from jaxwm.engine import loop, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.runner import config, experiments
 
 SETTINGS = {
@@ -44,9 +45,9 @@ def main() -> None:
     ds = data.load_dataset(a.source)
     model = experiments.build_model(cfg, ds.num_classes)
     hp = experiments.hparams(cfg.train)
-    hp = loop.Hparams(**{**hp.__dict__, "epochs": a.victim_epochs, "eval_every": 0})
+    hp = Hparams(**{**hp.__dict__, "epochs": a.victim_epochs, "eval_every": 0})
     t0 = time.perf_counter()
-    victim = loop.fit(model.init, model.apply, experiments.to_arrays(ds), hp, progress=False)
+    victim = loop.fit(model.init, model.apply, ds, hp, progress=False)
     params, state = jax.device_get((victim.state.params, victim.state.state))
     evaluate = train.make_eval(model.apply, ds.mean, ds.std)
     trig = triggers.make_trigger_set(
@@ -63,9 +64,9 @@ def main() -> None:
     emit({"what": "victim", "test_acc": victim.test_accuracy, "wall_s": time.perf_counter() - t0})
     for name in a.settings:
         s = SETTINGS[name]
-        st = embed.EmbedSettings(
-            epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"],
-            optimizer=s["optimizer"], freeze_bn_stats=s.get("bn", True),
+        st = embed.hparams(
+            epochs=s["epochs"], peak_lr=s["lr"], batch_size=s["batch_size"],
+            optimizer=s["optimizer"], freeze_state=s.get("bn", True),
         )  # fmt: skip
         for method in ("partitioned", "baseline"):
             t1 = time.perf_counter()

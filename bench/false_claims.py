@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxwm import controls, data, models, stats, triggers, verify
 from jaxwm.engine import loop, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.runner import experiments
 
 ALPHAS = (0.05, 0.01, 1e-3)
@@ -34,12 +35,11 @@ ALPHAS = (0.05, 0.01, 1e-3)
 def _models(n: int, epochs: int):
     ds = data.load_dataset("digits")
     model = models.resnet(ds.num_classes, stage_sizes=(1, 1, 1), widths=(16, 32, 64))
-    arrays = experiments.to_arrays(ds)
-    hp = loop.Hparams(epochs=epochs, batch_size=64, peak_lr=0.05, crop_pad=1, flip=False,
+    hp = Hparams(epochs=epochs, batch_size=64, peak_lr=0.05, crop_pad=1, flip=False,
                       steps_per_call=11)  # fmt: skip
     out = []
     for seed in range(100, 100 + n):
-        res = loop.fit(model.init, model.apply, arrays, hp, seed=seed, progress=False)
+        res = loop.fit(model.init, model.apply, ds, hp, seed=seed, progress=False)
         acc = res.history[-1].get("test_acc")
         print(f"model seed {seed}: test accuracy {acc}", file=sys.stderr, flush=True)
         out.append(jax.device_get((res.state.params, res.state.state)))

@@ -28,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from jaxwm import models  # noqa: E402
-from jaxwm.engine import train  # noqa: E402
+from jaxwm.engine import optim, train  # noqa: E402
 
 
 def _cost(compiled) -> dict:
@@ -64,7 +64,7 @@ def reference_cost(ref_dir: str, batch: int) -> dict:
 def jaxwm_cost(batch: int, augment: bool) -> dict:
     """jaxwm's step (uint8 batch in, augmentation and normalisation inside), compiled."""
     model = models.resnet18(10, dtype="bfloat16")
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=1000)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=1000)
     ts = train.init_train_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     step = train.make_train_step(
         model.apply, tx, (0.5,) * 3, (0.25,) * 3, crop_pad=4 if augment else 0, flip=augment

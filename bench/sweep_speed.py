@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from jaxwm import data, models  # noqa: E402
 from jaxwm.engine import loop, parallel, sweep  # noqa: E402
+from jaxwm.engine.hparams import Hparams  # noqa: E402
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -65,17 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
     widths = tuple(args.widths or ((4, 8) if cpu else (16, 32)))
     source = f"synthetic:train={n},test={max(n // 6, 64)},height=28,width=28,channels=1,classes=10"
     ds = data.load_dataset(source)
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-        tuple(ds.mean), tuple(ds.std), ds.num_classes,
-    ).on_device()  # fmt: skip
     model = models.resnet(10, stage_sizes=(1,) * len(widths), widths=widths)
-    hp = loop.Hparams(epochs=epochs, batch_size=args.batch, peak_lr=0.05, eval_every=0)
+    hp = Hparams(epochs=epochs, batch_size=args.batch, peak_lr=0.05, eval_every=0)
     seeds = list(range(args.runs))
 
     t0 = time.perf_counter()
     fits = [
-        loop.fit(model.init, model.apply, arrays, hp, seed=s, progress=False, data_parallel=False)
+        loop.fit(model.init, model.apply, ds, hp, seed=s, progress=False, data_parallel=False)
         for s in seeds
     ]
     jax.block_until_ready([f.state for f in fits])
@@ -83,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     one_device = parallel.data_mesh(jax.devices()[:1])
     t0 = time.perf_counter()
-    runs = sweep.fit_sweep(
-        model.init, model.apply, arrays, hp, seeds, mesh=one_device, progress=False
-    )
+    runs = sweep.fit_sweep(model.init, model.apply, ds, hp, seeds, mesh=one_device, progress=False)
     sweep_s = time.perf_counter() - t0
 
     dev = jax.devices()[0]

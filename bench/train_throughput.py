@@ -15,7 +15,7 @@ as :func:`jaxwm.engine.loop.fit` runs them):
   in :func:`jaxwm.engine.partition.masked`. ``ratio_vs_full`` is its img/s over ``train_step``'s img/s in
   the same process: XLA should skip the frozen prefix's backward pass, so it is > 1.
 * ``epoch_real_layout`` -- whole epochs at the real CIFAR-10 layout (``--epoch-n`` = 50,000
-  examples, chunking from :func:`jaxwm.engine.loop.epoch_geometry`, a fresh permutation per epoch, and the
+  examples, chunking from :func:`jaxwm.engine.epochs.epoch_geometry`, a fresh permutation per epoch, and the
   loop's pipelined metric fetch: chunk ``i``'s metrics are read after chunk ``i + 1`` is
   dispatched). ``compile_s`` is the first epoch, compilation included.
 
@@ -76,11 +76,11 @@ import numpy as np
 
 try:
     from jaxwm import models
-    from jaxwm.engine import loop, partition, train
+    from jaxwm.engine import epochs, optim, partition, train
 except ImportError:  # run from a checkout without ``pip install -e .``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from jaxwm import models
-    from jaxwm.engine import loop, partition, train
+    from jaxwm.engine import epochs, optim, partition, train
 
 WHATS = ("train_step", "partial_step", "epoch_real_layout")
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -244,7 +244,7 @@ def _synthetic_data(n: int, seed: int) -> tuple[jax.Array, jax.Array]:
 
 def _make_step(model: models.Model, patterns: list[str] | None, seed: int):
     """(step, initial TrainState, mask info) for the full or the partial (masked) step."""
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=1_000_000, warmup_steps=0)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=1_000_000, warmup_steps=0)
     mask, info = None, {}
     if patterns:
         shapes = jax.eval_shape(
@@ -365,7 +365,7 @@ def measure_chunks(args, model, batch: int, patterns: list[str] | None) -> dict:
 def measure_epoch(args, model, batch: int) -> dict:
     """``epoch_real_layout``: whole epochs as :func:`jaxwm.engine.loop.fit` runs them (no eval)."""
     n = args.epoch_n
-    chunk, n_chunks = loop.epoch_geometry(n, batch, args.epoch_steps_per_call)
+    chunk, n_chunks = epochs.epoch_geometry(n, batch, args.epoch_steps_per_call)
     images, labels = _synthetic_data(n, args.seed)
     step, ts, _ = _make_step(model, None, args.seed)
     run = train.make_train_chunk(step, batch, chunk)

@@ -1,9 +1,10 @@
 """Watermark embedding: partitioned (Algorithm 1 of Lyu & Xian 2026) and the full fine-tuning baseline.
 
-Partitioned embedding freezes every parameter, reverses the owner's list of tail layers
-``layers_to_turn`` and, over the epochs, unfreezes them cumulatively one stage at a time
+Algorithm 1 freezes every parameter, reverses the owner's list of tail layers ``layers_to_turn``
+and, over the epochs, unfreezes them cumulatively one stage at a time
 (``stage = epoch // (epochs // n)``), resetting the optimizer at every epoch and training on the
-watermark set D. The baseline trains every parameter on D with the same loop.
+watermark set D. The baseline is the same loop with every parameter trainable. :func:`embed`
+is that loop, written out over the engine's pieces (:mod:`jaxwm.engine.epochs`).
 
 Layers are path patterns (see :mod:`jaxwm.engine.partition`), so this works for any network whose
 parameters are a pytree; each stage compiles once and never differentiates frozen leaves.
@@ -12,7 +13,7 @@ Example:
   >>> params, state, history = partitioned_embed(
   ...     model.apply, params, state, trig.images, trig.labels,
   ...     layers_to_turn=["layer3", "layer4", "head"],
-  ...     settings=EmbedSettings(epochs=30, lr=1e-3),
+  ...     settings=hparams(epochs=30, peak_lr=1e-3),
   ...     mean=ds.mean, std=ds.std, key=jax.random.key(0))
 """
 
@@ -28,29 +29,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwm.engine import epochs as engine
 from jaxwm.engine import partition, train
-from jaxwm.engine.epochs import train_epochs
+from jaxwm.engine.hparams import Hparams
 
 log = logging.getLogger(__name__)
 PyTree = Any
+Embedded = tuple[PyTree, PyTree, list[dict]]  # (params, state, one history row per epoch)
+
+# Embedding's settings: a constant rate restarted every epoch, no augmentation, and every
+# BatchNorm in inference mode, so the function trained is exactly the one later verified and
+# the triggers' batch statistics never enter the running averages (bench/RESULTS.md).
+DEFAULTS = Hparams(
+    epochs=30, batch_size=64, peak_lr=1e-3, schedule="constant", optimizer="adamw",
+    weight_decay=0.0, crop_pad=0, flip=False, freeze_state=True,
+)  # fmt: skip
+
+
+def hparams(**overrides: Any) -> Hparams:
+    """:data:`DEFAULTS` with ``overrides`` (field names of :class:`~jaxwm.engine.hparams.Hparams`)."""
+    return dataclasses.replace(DEFAULTS, **overrides)
 
 
 def stage_schedule(epochs: int, n_layers: int) -> list[int]:
     """Index of the last unfrozen entry of the reversed layer list, for every epoch.
 
-    Algorithm 1 sets ``stage = epoch // (epochs // n)``. Two edge cases it leaves open:
-
-    * ``epochs`` not a multiple of ``n``: the stage would pass ``n - 1``; it is capped there
-      (the extra epochs train all listed layers).
-    * ``epochs < n``: ``epochs // n`` is 0. We unfreeze ``ceil(n / epochs)`` layers per epoch,
-      ``stage = min(ceil((epoch + 1) * n / epochs), n) - 1``, so the last epoch still trains every
-      listed layer and the last layer is still unfrozen first.
+    Algorithm 1 sets ``stage = epoch // (epochs // n)``, capped at ``n - 1`` when ``epochs`` is
+    not a multiple of ``n`` (the extra epochs train all listed layers). With ``epochs < n``,
+    ``epochs // n`` is 0: we unfreeze ``ceil(n / epochs)`` layers per epoch,
+    ``stage = min(ceil((epoch + 1) * n / epochs), n) - 1``, so the last epoch still trains every
+    listed layer and the last layer is still unfrozen first. This is the only place that case
+    is settled (the adaptive attack replays this schedule).
 
     Example:
-      >>> stage_schedule(6, 3)
-      [0, 0, 1, 1, 2, 2]
-      >>> stage_schedule(2, 3)
-      [1, 2]
+      >>> stage_schedule(6, 3), stage_schedule(2, 3)
+      ([0, 0, 1, 1, 2, 2], [1, 2])
     """
     if epochs < 1 or n_layers < 1:
         raise ValueError(f"epochs ({epochs}) and the number of layers ({n_layers}) must be >= 1")
@@ -71,44 +84,6 @@ def unfrozen_per_epoch(layers_to_turn: Sequence[str], epochs: int) -> list[tuple
     return [tuple(layers[: s + 1]) for s in stage_schedule(epochs, len(layers))]
 
 
-@dataclasses.dataclass(frozen=True)
-class EmbedSettings:
-    """Optimisation settings of one embedding run (both methods).
-
-    Attributes:
-      epochs: Passes over the training set (D, plus clean data when mixing).
-      lr: Learning rate (constant within an epoch; the optimizer restarts every epoch).
-      batch_size: Batch size (clipped to the training-set size).
-      optimizer: "adamw" or "sgd".
-      weight_decay: Decoupled weight decay on kernels.
-      freeze_bn_stats: Keep every BatchNorm in inference mode with its statistics unchanged, so
-        the function trained is exactly the one later verified and the triggers' batch
-        statistics never enter the running averages (measurements: bench/RESULTS.md).
-      target_retention: Stop early once accuracy on D reaches this (0 disables).
-    """
-
-    epochs: int = 30
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    freeze_bn_stats: bool = True
-    target_retention: float = 0.0
-
-
-def _training_set(images, labels, clean_images, clean_labels, clean_per_trigger, key):
-    if not clean_per_trigger:
-        return np.asarray(images), np.asarray(labels)
-    if clean_images is None or clean_labels is None:
-        raise ValueError("clean_per_trigger > 0 needs clean_images and clean_labels")
-    n = min(int(round(clean_per_trigger * len(labels))), len(clean_labels))
-    idx = np.asarray(jax.random.choice(key, len(clean_labels), (n,), replace=False))
-    return (
-        np.concatenate([np.asarray(images), np.asarray(clean_images)[idx]]),
-        np.concatenate([np.asarray(labels), np.asarray(clean_labels)[idx]]).astype(np.int32),
-    )
-
-
 def embed(
     apply_fn: Callable[..., tuple[jax.Array, PyTree]],
     params: PyTree,
@@ -116,143 +91,125 @@ def embed(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    trainable_per_epoch: Sequence[Sequence[str] | None],
-    settings: EmbedSettings,
+    layers_to_turn: Sequence[str] | None,
+    settings: Hparams = DEFAULTS,
     mean: Sequence[float],
     std: Sequence[float],
     key: jax.Array,
     clean_images: np.ndarray | None = None,
     clean_labels: np.ndarray | None = None,
     clean_per_trigger: float = 0.0,
+    target_retention: float = 0.0,
     on_epoch: Callable[[dict, PyTree, PyTree], None] | None = None,
-) -> tuple[PyTree, PyTree, list[dict]]:
-    """The shared embedding loop: per epoch, a fresh optimizer over that epoch's trainable set.
+) -> Embedded:
+    """Algorithm 1 (``layers_to_turn`` given) or the baseline (None: everything trainable).
 
     Args:
       apply_fn: Model apply (contract in :mod:`jaxwm.models`).
-      params, state: The model to watermark (e.g. the victim).
+      params, state: The model to watermark (e.g. the victim); not modified.
       images, labels: The watermark set D (uint8 NHWC, int labels).
-      trainable_per_epoch: For each epoch, the path patterns to train, or None for all.
-      settings: Optimisation settings.
+      layers_to_turn: Path patterns of the watermark layers in network order (the last one is
+        unfrozen first), or None for the baseline.
+      settings: Hyper-parameters (see :data:`DEFAULTS`; ``settings.epochs`` epochs).
       mean, std: Input normalisation of the task.
-      key: PRNG key for shuffling and the clean sample.
+      key: PRNG key for shuffling, augmentation and the clean sample.
       clean_images, clean_labels, clean_per_trigger: Optionally mix this many clean examples
         per trigger into the training set (0 = the paper: train on D alone).
-      on_epoch: Called as ``on_epoch(row, params, state)`` after each epoch (progress output,
-        inspection).
+      target_retention: Stop once accuracy on D reaches this (0: run every epoch).
+      on_epoch: Called as ``on_epoch(row, params, state)`` after each epoch.
 
     Returns:
-      ``(params, state, history)`` with one dict per epoch: stage patterns, loss, retention.
+      ``(params, state, history)`` with one dict per epoch: trainable patterns, loss, retention.
     """
+    hp = settings
+    if layers_to_turn is not None and not layers_to_turn:
+        raise ValueError("layers_to_turn is empty: name at least one layer pattern, e.g. 'head'")
     key = key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
-    k_clean, k_run = jax.random.split(key)
-    x_np, y_np = _training_set(
-        images, labels, clean_images, clean_labels, clean_per_trigger, k_clean
-    )
+    k_clean, k_train = jax.random.split(key)
+    _, k_data, k_run = engine.split_key(k_train)
+    x, y = _training_set(images, labels, clean_images, clean_labels, clean_per_trigger, k_clean)
+    n = x.shape[0]
+    batch, steps = engine.epoch_shape(n, hp.batch_size, wrap=True)  # every example, every epoch
     trig_x, trig_y = jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
-    mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    evaluate = train.make_eval(apply_fn, mean_t, std_t, min(256, trig_x.shape[0]))
-    plan = list(trainable_per_epoch)
-    for patterns in dict.fromkeys(tuple(p) for p in plan if p is not None):
-        partition.trainable_mask(params, list(patterns))  # logs each stage's match table once
+    evaluate = train.make_eval(apply_fn, mean, std, min(256, trig_x.shape[0]))
 
-    history: list[dict] = []
+    # Freeze every parameter; reverse the tail-layer list; one stage of it per epoch.
+    if layers_to_turn is None:
+        stages = [None] * hp.epochs  # the baseline: all trainable from the first epoch
+    else:
+        stages = unfrozen_per_epoch(list(layers_to_turn), hp.epochs)
+        for patterns in dict.fromkeys(stages):
+            partition.trainable_mask(params, list(patterns))  # logs each stage's match table
 
-    def after_epoch(epoch, p, s, metrics):
-        patterns = plan[epoch - 1]
+    ts, history = engine.start(params, state, k_run), []
+    for epoch, patterns in enumerate(stages):
+        mask = None if patterns is None else engine.trainable(params, patterns)
+        # Algorithm 1 resets the optimizer every epoch: a fresh one over this stage's leaves.
+        tx = engine.optimizer(hp, mask, steps, steps_per_epoch=steps)
+        ts = ts._replace(opt_state=tx.init(ts.params))
+        # Compiled once per stage and cached: another key, set or model of the same shapes
+        # reuses it.
+        run = engine.epoch_fn(
+            apply_fn, hp, mean=mean, std=std, mask=mask, steps=steps, batch_size=batch
+        )
+        ts, metrics = run(ts, x, y, engine.epoch_order(k_data, n, epoch, steps * batch), 0)
         row = {
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "trainable": list(patterns) if patterns is not None else ["<all>"],
             "loss": float(metrics["loss_sum"] / metrics["count"]),
-            "retention": float(evaluate(p, s, trig_x, trig_y)),
+            "retention": float(evaluate(ts.params, ts.state, trig_x, trig_y)),
         }
         history.append(row)
-        log.info("embed epoch %d: %s", epoch, row)
+        log.info("embed epoch %d: %s", epoch + 1, row)
         if on_epoch is not None:
-            on_epoch(row, p, s)
-        done = bool(settings.target_retention) and row["retention"] >= settings.target_retention
-        if done:
-            log.info("target retention %.3f reached at epoch %d", row["retention"], epoch)
-        return done
+            on_epoch(row, ts.params, ts.state)
+        if target_retention and row["retention"] >= target_retention:
+            log.info("target retention %.3f reached at epoch %d", row["retention"], epoch + 1)
+            break
+    return ts.params, ts.state, history
 
-    # Algorithm 1 resets the optimizer every epoch; each stage compiles once (and the compiled
-    # epochs are cached across calls: another key, set or model of the same shapes reuses them).
-    out = train_epochs(
-        apply_fn, params, state, x_np, y_np,
-        mean=mean_t, std=std_t, key=k_run, epochs=len(plan), lr=settings.lr,
-        batch_size=settings.batch_size, plan=lambda e: plan[e], reset_each_epoch=True,
-        snapshots=[len(plan)], optimizer=settings.optimizer, schedule="constant",
-        weight_decay=settings.weight_decay, freeze_state=settings.freeze_bn_stats, wrap=True,
-        on_epoch=after_epoch,
-    )  # fmt: skip
-    params, state = out[-1]
-    return params, state, history
+
+def _training_set(images, labels, clean_images, clean_labels, clean_per_trigger, key):
+    """D, plus ``clean_per_trigger`` clean examples per trigger drawn without replacement."""
+    if clean_per_trigger:
+        if clean_images is None or clean_labels is None:
+            raise ValueError("clean_per_trigger > 0 needs clean_images and clean_labels")
+        k = min(int(round(clean_per_trigger * len(labels))), len(clean_labels))
+        idx = np.asarray(jax.random.choice(key, len(clean_labels), (k,), replace=False))
+        images = np.concatenate([np.asarray(images), np.asarray(clean_images)[idx]])
+        labels = np.concatenate([np.asarray(labels), np.asarray(clean_labels)[idx]])
+    return jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
 
 
 def partitioned_embed(
-    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
-    params: PyTree,
-    state: PyTree,
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    layers_to_turn: Sequence[str],
-    settings: EmbedSettings = EmbedSettings(),
-    **kwargs: Any,
-) -> tuple[PyTree, PyTree, list[dict]]:
-    """Algorithm 1: progressive, reversed unfreezing of ``layers_to_turn`` while training on D.
-
-    Args:
-      apply_fn, params, state, images, labels: As in :func:`embed`.
-      layers_to_turn: Path patterns of the watermark layers, in network order (e.g.
-        ``["layer3", "layer4", "head"]``); the last one is unfrozen first.
-      settings: Optimisation settings.
-      **kwargs: ``mean``, ``std``, ``key`` and the optional arguments of :func:`embed`.
-
-    Returns:
-      ``(params, state, history)``.
-    """
+    apply_fn: Callable, params: PyTree, state: PyTree, images: np.ndarray, labels: np.ndarray,
+    *, layers_to_turn: Sequence[str], **kwargs: Any,
+) -> Embedded:  # fmt: skip
+    """Algorithm 1: :func:`embed` (same arguments) unfreezing ``layers_to_turn`` in reverse."""
     if not layers_to_turn:
         raise ValueError("layers_to_turn is empty: name at least one layer pattern, e.g. 'head'")
-    schedule = unfrozen_per_epoch(list(layers_to_turn), settings.epochs)
-    return embed(
-        apply_fn, params, state, images, labels,
-        trainable_per_epoch=schedule, settings=settings, **kwargs,
-    )  # fmt: skip
+    return embed(apply_fn, params, state, images, labels, layers_to_turn=layers_to_turn, **kwargs)
 
 
 def baseline_embed(
-    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
-    params: PyTree,
-    state: PyTree,
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    settings: EmbedSettings = EmbedSettings(),
+    apply_fn: Callable, params: PyTree, state: PyTree, images: np.ndarray, labels: np.ndarray,
     **kwargs: Any,
-) -> tuple[PyTree, PyTree, list[dict]]:
-    """The paper's baseline: the same loop with every parameter trainable from the first epoch."""
-    return embed(
-        apply_fn, params, state, images, labels,
-        trainable_per_epoch=[None] * settings.epochs, settings=settings, **kwargs,
-    )  # fmt: skip
+) -> Embedded:  # fmt: skip
+    """The paper's baseline: :func:`embed` (same arguments) with every parameter trainable."""
+    return embed(apply_fn, params, state, images, labels, layers_to_turn=None, **kwargs)
 
 
 def embed_many(
-    apply_fn: Callable[..., tuple[jax.Array, PyTree]],
-    params: PyTree,
-    state: PyTree,
-    sets: Sequence[tuple[np.ndarray, np.ndarray, Sequence[str]]],
-    *,
-    settings: EmbedSettings = EmbedSettings(),
-    key: jax.Array,
-    **kwargs: Any,
-) -> tuple[PyTree, PyTree, list[list[dict]]]:
-    """Embeds several watermark sets one after another, each into its own layers (Algorithm 1, step 4).
+    apply_fn: Callable, params: PyTree, state: PyTree, sets: Sequence[tuple], *,
+    key: jax.Array, **kwargs: Any,
+) -> tuple[PyTree, PyTree, list[list[dict]]]:  # fmt: skip
+    """Embeds several watermark sets one after another, each into its own layers (step 4).
 
     Args:
+      apply_fn, params, state: As in :func:`embed`.
       sets: ``(images, labels, layers_to_turn)`` per watermark set, in embedding order.
       key: One key; set ``i`` uses ``fold_in(key, i)``.
+      **kwargs: The other keyword arguments of :func:`embed`.
 
     Returns:
       ``(params, state, histories)``.
@@ -261,7 +218,7 @@ def embed_many(
     for i, (images, labels, layers) in enumerate(sets):
         params, state, h = partitioned_embed(
             apply_fn, params, state, images, labels,
-            layers_to_turn=layers, settings=settings, key=jax.random.fold_in(key, i), **kwargs,
+            layers_to_turn=layers, key=jax.random.fold_in(key, i), **kwargs,
         )  # fmt: skip
         histories.append(h)
     return params, state, histories

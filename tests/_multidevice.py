@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm import data, models
-from jaxwm.engine import loop, parallel, sweep, train
+from jaxwm.engine import loop, optim, parallel, sweep, train
+from jaxwm.engine.hparams import Hparams
 
 SOURCE = "synthetic:train=256,test=64,classes=4"
 
@@ -44,27 +45,23 @@ def _max_diff(a, b) -> float:
 def _setup():
     ds = data.load_dataset(SOURCE)
     model = models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-        tuple(ds.mean), tuple(ds.std), ds.num_classes,
-    )  # fmt: skip
-    return ds, model, arrays
+    return ds, model
 
 
 def check_parallel() -> dict:
     """Sharded chunk == single-device chunk; shardings; fit on 8 devices; divisibility error."""
-    ds, model, arrays = _setup()
+    ds, model = _setup()
     out: dict = {}
-    tx = train.make_optimizer(peak_lr=0.05, total_steps=16)
+    tx = optim.make_optimizer(peak_lr=0.05, total_steps=16)
     step = train.make_train_step(model.apply, tx, ds.mean, ds.std, crop_pad=1)
     sample = jnp.zeros((1, 8, 8, 3))
     perm = train.epoch_permutation(jax.random.key(1), 256, 0)
     x, y = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels)
 
     mesh = parallel.data_mesh()
-    placed = parallel.put_dataset(arrays, mesh)
-    args = (placed.train_images, placed.train_labels, parallel.replicate(perm, mesh), 0)
-    out["dataset_replicated"] = placed.train_images.sharding.is_fully_replicated
+    x_train, y_train, _, _ = parallel.put_dataset(ds, mesh)
+    args = (x_train, y_train, parallel.replicate(perm, mesh), 0)
+    out["dataset_replicated"] = x_train.sharding.is_fully_replicated
     for name, host_loop in (("host_loop", True), ("scan", False)):
         ts = train.init_train_state(model.init, tx, jax.random.key(0), sample)
         ref, m_ref = train.make_train_chunk(step, 32, 3, host_loop=host_loop)(ts, x, y, perm, 0)
@@ -92,9 +89,9 @@ def check_parallel() -> dict:
     out["batch_spec"] = str(parallel.batch_sharding(mesh).spec)
 
     # fit: automatic data parallelism on 8 devices == fit forced onto one device.
-    hp = loop.Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1)
-    one = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False, data_parallel=False)
-    many = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False)
+    hp = Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1)
+    one = loop.fit(model.init, model.apply, ds, hp, seed=3, progress=False, data_parallel=False)
+    many = loop.fit(model.init, model.apply, ds, hp, seed=3, progress=False)
     out["fit"] = {
         "params_diff": _max_diff(many.state.params, one.state.params),
         "loss": [one.history[0]["loss"], many.history[0]["loss"]],
@@ -104,8 +101,8 @@ def check_parallel() -> dict:
         ],
     }
     try:
-        bad = loop.Hparams(epochs=1, batch_size=12)
-        loop.fit(model.init, model.apply, arrays, bad, progress=False)
+        bad = Hparams(epochs=1, batch_size=12)
+        loop.fit(model.init, model.apply, ds, bad, progress=False)
         out["not_divisible_error"] = None
     except ValueError as e:
         out["not_divisible_error"] = str(e)
@@ -115,17 +112,17 @@ def check_parallel() -> dict:
 
 def check_sweep(fit_runs: dict) -> dict:
     """A sweep (2 seeds x 2 learning rates) sharded over the run axis == sequential fits."""
-    ds, model, arrays = _setup()
+    ds, model = _setup()
     out: dict = {}
-    hp = loop.Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
+    hp = Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
     fit_runs[(0.2, 0)] = loop.fit(
-        model.init, model.apply, arrays, dataclasses.replace(hp, peak_lr=0.2), seed=0,
+        model.init, model.apply, ds, dataclasses.replace(hp, peak_lr=0.2), seed=0,
         progress=False, data_parallel=False,
     )  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = sweep.fit_sweep(
-            model.init, model.apply, arrays, hp, [3, 0], lrs=[0.05, 0.2], progress=False
+            model.init, model.apply, ds, hp, [3, 0], lrs=[0.05, 0.2], progress=False
         )
     out["sweep"] = {
         "grid": [[r.peak_lr, r.seed] for r in runs],
@@ -142,7 +139,7 @@ def check_sweep(fit_runs: dict) -> dict:
         },
     }  # fmt: skip
     # The chunk itself: stacked state in, stacked state out, run axis split over 8 devices.
-    tx = train.make_optimizer(peak_lr=0.05, total_steps=8)
+    tx = optim.make_optimizer(peak_lr=0.05, total_steps=8)
     step = train.make_train_step(model.apply, tx, ds.mean, ds.std, crop_pad=1)
     mesh = parallel.data_mesh(axis_name="runs")
     rs = parallel.batch_sharding(mesh)
@@ -151,11 +148,9 @@ def check_sweep(fit_runs: dict) -> dict:
         [train.init_train_state(model.init, tx, jax.random.key(k), sample) for k in range(8)]
     )
     perms = jnp.stack([train.epoch_permutation(jax.random.key(k), 256, 0) for k in range(8)])
-    placed = parallel.put_dataset(arrays, mesh)
+    x_train, y_train, _, _ = parallel.put_dataset(ds, mesh)
     run = sweep.make_sweep_chunk(step, 32, 1, run_sharding=rs)
-    got, m = run(
-        parallel.put(ts, rs), placed.train_images, placed.train_labels, parallel.put(perms, rs), 0
-    )
+    got, m = run(parallel.put(ts, rs), x_train, y_train, parallel.put(perms, rs), 0)
     out["chunk"] = {
         "run_sharded": all(
             a.sharding.spec == rs.spec
@@ -201,10 +196,10 @@ def results() -> dict:
 
 def check_process(workdir: str) -> dict:
     """One of several processes (see test_parallel.py): fit with a workdir, then a sweep."""
-    hp = loop.Hparams(epochs=2, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
-    _, model, arrays = _setup()
-    r = loop.fit(model.init, model.apply, arrays, hp, seed=3, progress=False, workdir=workdir)
-    runs = sweep.fit_sweep(model.init, model.apply, arrays, hp, [0, 1, 2, 3], progress=False)
+    hp = Hparams(epochs=2, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
+    ds, model = _setup()
+    r = loop.fit(model.init, model.apply, ds, hp, seed=3, progress=False, workdir=workdir)
+    runs = sweep.fit_sweep(model.init, model.apply, ds, hp, [0, 1, 2, 3], progress=False)
     return {
         "process": jax.process_index(),
         "processes": jax.process_count(),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jaxwm import attacks, embed, models
-from jaxwm.engine import train
+from jaxwm.engine import compile_stats, train
 
 MEAN, STD = (0.3,), (0.3,)
 LR, BS = 0.05, 32
@@ -332,7 +332,9 @@ def test_finetune_sweep_equals_separate_runs(model, victim, data):
 
 def test_adaptive_finetune_touches_only_the_turned_layers(model, victim, data):
     with pytest.raises(ValueError, match="layers_to_turn"):
-        attacks.adaptive_finetune(model.apply, *victim, *data[:2], layers_to_turn=[], epochs=3)
+        attacks.adaptive_finetune(
+            model.apply, *victim, *data, layers_to_turn=[], key=jax.random.key(8), epochs=3, **FT
+        )
     p, s = attacks.adaptive_finetune(
         model.apply,
         *victim,
@@ -428,6 +430,17 @@ def test_distill_student_agrees_with_the_teacher_without_labels(model, victim, p
     test_x, _ = _make_data(64, 12)
     agree = np.mean(np.argmax(predict(p, s, test_x), -1) == np.argmax(predict(*victim, test_x), -1))
     assert agree > 0.5, agree
+
+
+def test_distill_strengths_share_one_compiled_epoch(model, victim):
+    # The distillation epoch comes from the engine's cache (jaxwm.engine.compiled) and its
+    # schedule numbers live in the optimizer state: another strength or rate compiles nothing.
+    x, _ = _make_data(64, 13)
+    kw = dict(mean=MEAN, std=STD, key=jax.random.key(3), batch_size=BS, soft=False)
+    attacks.distill(model.apply, *victim, model.init, model.apply, x, epochs=1, lr=LR, **kw)
+    with compile_stats.CompileStats() as stats:
+        attacks.distill(model.apply, *victim, model.init, model.apply, x, epochs=2, lr=2 * LR, **kw)
+    assert stats.compilations == 0, dict(stats.by_function)
 
 
 def test_adaptive_attacker_replays_embeddings_schedule_when_epochs_lt_layers(model, victim, data):

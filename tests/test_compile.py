@@ -9,7 +9,8 @@ import pytest
 from test_runs import launch
 
 from jaxwm import data, models
-from jaxwm.engine import compile_stats, loop, train
+from jaxwm.engine import compile_stats, compiled, loop, optim, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import ConfigError
 from jaxwm.runner import config
 
@@ -35,10 +36,7 @@ SMALL = [  # a whole pipeline: victim, partitioned embedding (2 stages), verific
 @pytest.fixture(scope="module")
 def toy():
     ds = data.load_dataset("synthetic:train=256,test=64,classes=4")
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.mean, ds.std, 4
-    )
-    return arrays, models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
+    return ds, models.resnet(4, stage_sizes=(1, 1), widths=(4, 8))
 
 
 def test_compile_stats_counts_only_inside_its_window():
@@ -58,7 +56,7 @@ def test_compile_stats_counts_only_inside_its_window():
 
 
 def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
-    arrays, model = toy
+    ds, model = toy
     seen, setup = [], []  # compilations so far at the start of each epoch; setup's by name
     real = train.epoch_permutation
 
@@ -69,11 +67,11 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(train, "epoch_permutation", spy)
-    train.compiled_init.cache_clear()  # earlier tests may have compiled this model already
+    compiled.clear()  # earlier tests may have compiled this model already
     jax.clear_caches()
-    hp = loop.Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
+    hp = Hparams(epochs=3, batch_size=32, steps_per_call=4, eval_every=1)
     with compile_stats.CompileStats() as stats:
-        loop.fit(model.init, model.apply, arrays, hp, progress=False)
+        loop.fit(model.init, model.apply, ds, hp, progress=False)
     assert len(seen) == 3
     # The model's initialisation is one compiled call: no single-op convolution (an eager
     # ResNet init compiles one per layer shape, ~100 programs in all for ResNet18).
@@ -86,7 +84,7 @@ def test_fit_compiles_only_before_and_in_its_first_epoch(toy, monkeypatch):
 
 
 def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
-    arrays, model = toy
+    ds, model = toy
     fetched = []
     real = jax.device_get
 
@@ -96,20 +94,20 @@ def test_fit_fetches_metrics_once_per_chunk_not_per_step(toy, monkeypatch):
 
     monkeypatch.setattr(jax, "device_get", spy)
     # 256 examples / batch 32 = 8 steps per epoch, in chunks of 4 steps: 2 fetches per epoch.
-    hp = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
-    loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    hp = Hparams(epochs=2, batch_size=32, steps_per_call=4, eval_every=0)
+    loop.fit(model.init, model.apply, ds, hp, progress=False)
     assert len(fetched) == 2 * 2
     assert all(set(m) == {"loss_sum", "correct", "count"} for m in fetched)
 
 
 def test_scanned_chunk_has_no_host_callbacks(toy):
-    arrays, model = toy
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    ds, model = toy
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=8)
     ts = train.init_train_state(model.init, tx, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-    step = train.make_train_step(model.apply, tx, arrays.mean, arrays.std)
+    step = train.make_train_step(model.apply, tx, ds.mean, ds.std)
     run = train.make_train_chunk(step, 32, 4, host_loop=False)  # the GPU/TPU path
     perm = train.epoch_permutation(jax.random.key(1), 256, 0)
-    images, labels = jnp.asarray(arrays.train_images), jnp.asarray(arrays.train_labels)
+    images, labels = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels)
     text = run.lower(ts, images, labels, perm, 0).as_text()
     assert "callback" not in text  # no host round trip inside the chunk
 
@@ -144,7 +142,7 @@ def test_compile_cache_threshold_is_validated(tmp_path):
 
 def test_init_is_deterministic_per_key(toy):
     _, model = toy
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=8)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=8)
     a = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
     b = train.init_train_state(model.init, tx, jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
     c = train.init_train_state(model.init, tx, jax.random.key(4), jnp.zeros((1, 8, 8, 3)))
@@ -154,11 +152,11 @@ def test_init_is_deterministic_per_key(toy):
 
 
 def test_fits_differing_only_in_seed_share_one_compilation(toy):
-    arrays, model = toy
-    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4)
-    first = loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
+    ds, model = toy
+    hp = Hparams(epochs=1, batch_size=32, steps_per_call=4)
+    first = loop.fit(model.init, model.apply, ds, hp, seed=0, progress=False)
     with compile_stats.CompileStats() as stats:
-        second = loop.fit(model.init, model.apply, arrays, hp, seed=1, progress=False)
+        second = loop.fit(model.init, model.apply, ds, hp, seed=1, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
     assert stats.by_function.get("jit(init)", 0) == 0, dict(stats.by_function)
     a, b = first.state.params["head"]["kernel"], second.state.params["head"]["kernel"]
@@ -166,10 +164,37 @@ def test_fits_differing_only_in_seed_share_one_compilation(toy):
 
 
 def test_fits_differing_in_length_and_learning_rate_share_one_compilation(toy):
-    arrays, model = toy
-    hp = loop.Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
-    loop.fit(model.init, model.apply, arrays, hp, seed=0, progress=False)
-    longer = loop.Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
+    ds, model = toy
+    hp = Hparams(epochs=1, batch_size=32, steps_per_call=4, peak_lr=0.1)
+    loop.fit(model.init, model.apply, ds, hp, seed=0, progress=False)
+    longer = Hparams(epochs=2, batch_size=32, steps_per_call=4, peak_lr=0.3, warmup_epochs=1)
     with compile_stats.CompileStats() as stats:
-        loop.fit(model.init, model.apply, arrays, longer, seed=0, progress=False)
+        loop.fit(model.init, model.apply, ds, longer, seed=0, progress=False)
     assert stats.by_function.get("jit(one)", 0) == 0, dict(stats.by_function)
+
+
+def test_compiled_cache_keys_on_builder_and_static_args_and_is_bounded(monkeypatch):
+    built = []
+
+    @compiled.cached
+    def scaled(factor, *, offset=0.0):
+        built.append((factor, offset))
+        return jax.jit(lambda x: x * factor + offset)
+
+    @compiled.cached
+    def other(factor, *, offset=0.0):
+        built.append(("other", factor))
+        return jax.jit(lambda x: x - factor)
+
+    assert scaled(2.0) is scaled(2.0)
+    assert scaled(2.0, offset=1.0) is not scaled(2.0)
+    assert other(2.0) is not scaled(2.0)  # the builder's identity is part of the key
+    assert built == [(2.0, 0.0), (2.0, 1.0), ("other", 2.0)]
+    monkeypatch.setattr(compiled, "MAX_ENTRIES", 2)
+    scaled(3.0)  # evicts the least recently used entries down to the bound
+    assert compiled.size() == 2
+    n = len(built)
+    scaled(2.0)  # recently used: kept
+    assert len(built) == n
+    scaled(2.0, offset=1.0)  # least recently used: evicted, so built again
+    assert built[-1] == (2.0, 1.0) and len(built) == n + 1

@@ -8,6 +8,7 @@ import pytest
 
 from jaxwm import data, embed, models, triggers
 from jaxwm.engine import loop, partition, train
+from jaxwm.engine.hparams import Hparams
 
 
 @pytest.mark.parametrize(
@@ -47,11 +48,8 @@ def test_stage_schedule_rejects_empty(epochs, n):
 def victim():
     ds = data.load_dataset("synthetic:train=256,test=128,classes=4")
     model = models.resnet(4, stage_sizes=(1, 1), widths=(16, 32))
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, ds.mean, ds.std, 4
-    )
-    hp = loop.Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
-    res = loop.fit(model.init, model.apply, arrays, hp, progress=False)
+    hp = Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
+    res = loop.fit(model.init, model.apply, ds, hp, progress=False)
     trig = triggers.make_trigger_set(
         "noise", secret="test-owner", size=16, image_shape=(8, 8, 3), num_classes=4
     )
@@ -59,9 +57,7 @@ def victim():
 
 
 def _kw(ds, **settings):
-    return dict(
-        settings=embed.EmbedSettings(**settings), mean=ds.mean, std=ds.std, key=jax.random.key(0)
-    )
+    return dict(settings=embed.hparams(**settings), mean=ds.mean, std=ds.std, key=jax.random.key(0))
 
 
 def test_each_stage_trains_exactly_its_layers(victim):
@@ -71,7 +67,7 @@ def test_each_stage_trains_exactly_its_layers(victim):
         model.apply, params, state, trig.images, trig.labels,
         layers_to_turn=["layer2", "head"],
         on_epoch=lambda row, p, s: snapshots.append((row, jax.device_get(p), jax.device_get(s))),
-        **_kw(ds, epochs=4, lr=1e-2, batch_size=8),
+        **_kw(ds, epochs=4, peak_lr=1e-2, batch_size=8),
     )  # fmt: skip
     assert [r["trainable"] for r, _, _ in snapshots] == [
         ["head"], ["head"], ["head", "layer2"], ["head", "layer2"]
@@ -84,7 +80,7 @@ def test_each_stage_trains_exactly_its_layers(victim):
             paths, jax.tree.leaves(trained), jax.tree.leaves(prev), jax.tree.leaves(p), strict=True
         ):
             assert np.array_equal(a, b) != m, (row["epoch"], path)
-        # BatchNorm statistics never move while embedding (freeze_bn_stats=True).
+        # BatchNorm statistics never move while embedding (freeze_state=True).
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(s), strict=True):
             np.testing.assert_array_equal(a, b)
         prev = p
@@ -93,9 +89,9 @@ def test_each_stage_trains_exactly_its_layers(victim):
 def test_optimizer_is_reset_every_epoch(victim):
     """Two epochs of one full-batch SGD-momentum step equal two separate one-epoch runs."""
     ds, model, params, state, trig = victim
-    kw = _kw(ds, epochs=2, lr=0.05, batch_size=16, optimizer="sgd")
+    kw = _kw(ds, epochs=2, peak_lr=0.05, batch_size=16, optimizer="sgd")
     p2, _, _ = embed.baseline_embed(model.apply, params, state, trig.images, trig.labels, **kw)
-    kw1 = _kw(ds, epochs=1, lr=0.05, batch_size=16, optimizer="sgd")
+    kw1 = _kw(ds, epochs=1, peak_lr=0.05, batch_size=16, optimizer="sgd")
     p1, s1, _ = embed.baseline_embed(model.apply, params, state, trig.images, trig.labels, **kw1)
     p11, _, _ = embed.baseline_embed(model.apply, p1, s1, trig.images, trig.labels, **kw1)
     for a, b, c in zip(
@@ -117,7 +113,7 @@ def test_compiles_once_per_stage(victim):
         embed.partitioned_embed(
             counting_apply, params, state, trig.images, trig.labels,
             layers_to_turn=["layer1", "layer2", "head"],
-            **_kw(ds, epochs=6, lr=1e-3, batch_size=8),
+            **_kw(ds, epochs=6, peak_lr=1e-3, batch_size=8),
         )  # fmt: skip
     assert sum(traces) == 3  # one training trace per stage, however many epochs and calls
 
@@ -130,7 +126,7 @@ def test_tiny_embed_reaches_retention_with_small_accuracy_loss(victim):
         model.apply, params, state, trig.images, trig.labels,
         layers_to_turn=["layer2", "head"],
         clean_images=ds.train_images, clean_labels=ds.train_labels, clean_per_trigger=2.0,
-        **_kw(ds, epochs=24, lr=3e-3, batch_size=16),
+        **_kw(ds, epochs=24, peak_lr=3e-3, batch_size=16),
     )  # fmt: skip
     acc = float(evaluate(p, s, ds.test_images, ds.test_labels))
     assert acc0 > 0.9
@@ -144,7 +140,7 @@ def test_early_stop_at_target_retention(victim):
     ds, model, params, state, trig = victim
     _, _, hist = embed.baseline_embed(
         model.apply, params, state, trig.images, trig.labels,
-        **_kw(ds, epochs=40, lr=3e-3, batch_size=16, target_retention=0.5),
+        target_retention=0.5, **_kw(ds, epochs=40, peak_lr=3e-3, batch_size=16),
     )  # fmt: skip
     assert hist[-1]["retention"] >= 0.5 and len(hist) < 40
     assert all(r["retention"] < 0.5 for r in hist[:-1])
@@ -171,7 +167,7 @@ def test_pure_functions_work_on_another_flax_model(victim):
     before = jax.device_get(params)
     p, _, hist = embed.partitioned_embed(
         apply, params, {}, trig.images, trig.labels,
-        layers_to_turn=["hidden", "classifier"], **_kw(ds, epochs=30, lr=3e-3, batch_size=16),
+        layers_to_turn=["hidden", "classifier"], **_kw(ds, epochs=30, peak_lr=3e-3, batch_size=16),
     )  # fmt: skip
     assert hist[-1]["retention"] >= 0.9
     np.testing.assert_array_equal(p["features"]["kernel"], before["features"]["kernel"])
@@ -186,7 +182,7 @@ def test_embed_many_uses_separate_layers(victim):
     p, _, hists = embed.embed_many(
         model.apply, params, state,
         [(trig.images, trig.labels, ["head"]), (trig2.images, trig2.labels, ["layer2"])],
-        settings=embed.EmbedSettings(epochs=2, lr=1e-3, batch_size=8),
+        settings=embed.hparams(epochs=2, peak_lr=1e-3, batch_size=8),
         mean=ds.mean, std=ds.std, key=jax.random.key(1),
     )  # fmt: skip
     assert [h[0]["trainable"] for h in hists] == [["head"], ["layer2"]]

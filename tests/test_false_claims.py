@@ -11,6 +11,7 @@ import pytest
 
 from jaxwm import controls, data, embed, models, triggers, verify
 from jaxwm.engine import loop, train
+from jaxwm.engine.hparams import Hparams
 
 K = 4
 SOURCE = f"synthetic:train=256,test=64,classes={K}"
@@ -22,12 +23,10 @@ def world():
     """Three independently trained models, and the owner's watermarked copies of the first."""
     ds = data.load_dataset(SOURCE)
     model = models.resnet(K, stage_sizes=(1, 1), widths=(16, 32))
-    arrays = loop.Arrays(ds.train_images, ds.train_labels, ds.test_images, ds.test_labels,
-                         ds.mean, ds.std, K)  # fmt: skip
-    hp = loop.Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
+    hp = Hparams(epochs=6, batch_size=32, peak_lr=0.05, crop_pad=1, flip=False)
     innocents = []
     for seed in range(3):
-        res = loop.fit(model.init, model.apply, arrays, hp, seed=seed, progress=False)
+        res = loop.fit(model.init, model.apply, ds, hp, seed=seed, progress=False)
         innocents.append(jax.device_get((res.state.params, res.state.state)))
     predict = train.make_predict(model.apply, ds.mean, ds.std)
 
@@ -43,7 +42,7 @@ def world():
                                        num_classes=K, label_policy=policy, target_class=1, **src)  # fmt: skip
         p, s, _ = embed.baseline_embed(
             model.apply, *innocents[0], ts.images, ts.labels,
-            settings=embed.EmbedSettings(epochs=40, lr=3e-3, batch_size=32),
+            settings=embed.hparams(epochs=40, peak_lr=3e-3, batch_size=32),
             mean=ds.mean, std=ds.std, key=jax.random.key(1), clean_images=ds.train_images,
             clean_labels=ds.train_labels, clean_per_trigger=2.0,
         )  # fmt: skip

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxwm.engine import checkpoint
+from jaxwm.runner import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -102,6 +103,25 @@ def test_killed_or_interrupted_run_resumes_to_the_same_result(tmp_path):
         ):  # same seed, same device: bit-identical
             np.testing.assert_array_equal(a, b)
         assert json.loads((killed / "results.json").read_text())["test_accuracy"] == r_ref
+
+
+def test_ctrl_c_swallowed_by_a_destructor_is_raised_again():
+    # Python only prints an exception raised in __del__ or a gc callback; a Ctrl-C landing
+    # there used to be lost (the run went on to the end and exited 0).
+    class Swallows:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    saved = sys.unraisablehook
+    try:
+        cli.redeliver_swallowed_interrupts()
+        with pytest.raises(KeyboardInterrupt):
+            Swallows()  # collected at once: the interrupt is re-delivered to this thread
+            deadline = time.time() + 30  # the main thread raises it at its next check
+            while time.time() < deadline:
+                pass
+    finally:
+        sys.unraisablehook = saved
 
 
 def _leaves(tree):

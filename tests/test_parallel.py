@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jaxwm import data
-from jaxwm.engine import loop, parallel
+from jaxwm.engine import parallel
 
 TOL = 1.0  # _multidevice._max_diff <= 1 means allclose(rtol=1e-4, atol=1e-5)
 
@@ -67,15 +67,12 @@ def test_one_device_helpers():
     tree = parallel.replicate({"w": jnp.ones(3)}, mesh)
     assert tree["w"].sharding.is_fully_replicated
     ds = data.load_dataset("synthetic:train=32,test=8,classes=2")
-    arrays = loop.Arrays(
-        ds.train_images, ds.train_labels.astype(np.int64), ds.test_images, ds.test_labels,
-        tuple(ds.mean), tuple(ds.std), ds.num_classes,
-    )  # fmt: skip
-    placed = parallel.put_dataset(arrays, mesh)
-    assert placed.train_images.dtype == jnp.uint8 and placed.train_labels.dtype == jnp.int32
-    assert isinstance(placed.test_images, jax.Array) and placed.num_classes == 2
+    x_train, y_train, x_test, y_test = parallel.put_dataset(ds, mesh)
+    assert x_train.dtype == jnp.uint8 and y_train.dtype == jnp.int32
+    assert isinstance(x_test, jax.Array) and x_test.sharding.is_fully_replicated
+    np.testing.assert_array_equal(parallel.to_host(x_train), ds.train_images)
     assert parallel.is_primary()
-    np.testing.assert_array_equal(parallel.to_host(placed.test_labels), ds.test_labels)
+    np.testing.assert_array_equal(parallel.to_host(y_test), ds.test_labels)
 
 
 def test_check_divisible_message():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxwm.engine import loop, sweep
+from jaxwm.engine.hparams import Hparams
 
 TOL = 1.0  # _multidevice._max_diff <= 1 means allclose(rtol=1e-4, atol=1e-5)
 
@@ -59,13 +60,13 @@ def test_summarize_groups_by_learning_rate():
 
 
 def test_vmapped_4_seed_sweep_equals_4_sequential_fits():
-    ds, model, arrays = _multidevice._setup()
-    hp = loop.Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
+    ds, model = _multidevice._setup()
+    hp = Hparams(epochs=1, batch_size=32, peak_lr=0.05, crop_pad=1, steps_per_call=4)
     seeds = [0, 1, 2, 3]
-    runs = sweep.fit_sweep(model.init, model.apply, arrays, hp, seeds, progress=False)
+    runs = sweep.fit_sweep(model.init, model.apply, ds, hp, seeds, progress=False)
     assert [r.seed for r in runs] == seeds and {r.peak_lr for r in runs} == {0.05}
     for r in runs:
-        ref = loop.fit(model.init, model.apply, arrays, hp, seed=r.seed, progress=False)
+        ref = loop.fit(model.init, model.apply, ds, hp, seed=r.seed, progress=False)
         assert _multidevice._max_diff(r.state.params, ref.state.params) <= TOL
         assert _multidevice._max_diff(r.state.state, ref.state.state) <= TOL
         assert int(r.state.step) == int(ref.state.step) == 8

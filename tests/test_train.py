@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxwm import data, models
-from jaxwm.engine import partition, train
+from jaxwm.engine import optim, partition, train
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -31,7 +31,7 @@ def _leaves_equal(a, b):
 
 def test_training_lowers_loss_and_learns(toy):
     ds, model = toy
-    tx = train.make_optimizer(peak_lr=0.05, total_steps=64, warmup_steps=4)
+    tx = optim.make_optimizer(peak_lr=0.05, total_steps=64, warmup_steps=4)
     ts = _state(model, tx)
     step = train.make_train_step(model.apply, tx, ds.mean, ds.std, crop_pad=1, flip=False)
     run = train.make_train_chunk(step, 32, 8)
@@ -51,7 +51,7 @@ def test_frozen_leaves_bit_identical_trainable_move_stats_kept(toy):
     ds, model = toy
     params, _ = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     mask = partition.trainable_mask(params, ["layer2", "head"], log_table=False)
-    tx = partition.masked(train.make_optimizer(peak_lr=0.1, total_steps=10, weight_decay=0.1), mask)
+    tx = partition.masked(optim.make_optimizer(peak_lr=0.1, total_steps=10, weight_decay=0.1), mask)
     ts0 = _state(model, tx)
     before = jax.device_get(ts0)
     step = train.make_train_step(model.apply, tx, MEAN, STD, mask=mask)
@@ -75,7 +75,7 @@ def test_state_restored_even_if_model_ignores_frozen_hint(toy):
 
     params, state = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     mask = partition.trainable_mask(params, ["head"], log_table=False)
-    tx = partition.masked(train.make_optimizer(peak_lr=0.1, total_steps=10), mask)
+    tx = partition.masked(optim.make_optimizer(peak_lr=0.1, total_steps=10), mask)
     ts = _state(model, tx)
     step = jax.jit(train.make_train_step(ignoring_apply, tx, MEAN, STD, mask=mask))
     new, _ = step(ts, jnp.asarray(ds.train_images[:32]), jnp.asarray(ds.train_labels[:32]))
@@ -91,7 +91,7 @@ def test_frozen_prefix_backward_pass_is_not_computed(toy):
     ds, model = toy
     params, _ = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     x, y = jnp.asarray(ds.train_images[:16]), jnp.asarray(ds.train_labels[:16])
-    tx = train.make_optimizer(peak_lr=0.1, total_steps=10)
+    tx = optim.make_optimizer(peak_lr=0.1, total_steps=10)
     full = _count_convs(train.make_train_step(model.apply, tx, MEAN, STD), _state(model, tx), x, y)
     mask = partition.trainable_mask(params, ["head"], log_table=False)
     mtx = partition.masked(tx, mask)
@@ -119,7 +119,7 @@ def test_augment_shapes_and_identity(crop_pad, flip):
 
 
 def test_lr_schedule_warmup_and_decay():
-    s = train.lr_schedule(1.0, 100, warmup_steps=10, kind="cosine")
+    s = optim.lr_schedule(1.0, 100, warmup_steps=10, kind="cosine")
     assert float(s(0)) == 0.0 and abs(float(s(10)) - 1.0) < 1e-6 and float(s(100)) < 1e-6
     with pytest.raises(ValueError, match="schedule kind"):
-        train.lr_schedule(1.0, 10, kind="step")
+        optim.lr_schedule(1.0, 10, kind="step")

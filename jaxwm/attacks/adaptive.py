@@ -15,8 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+
 from jaxwm import embed
-from jaxwm.engine.epochs import ApplyFn, ParamsState, train_epochs
+from jaxwm.attacks.finetune import attack_hparams
+from jaxwm.engine import epochs as engine
+from jaxwm.engine.epochs import ApplyFn, ParamsState
 
 PyTree = Any
 
@@ -29,7 +33,11 @@ def adaptive_finetune(
     labels: Any,
     *,
     layers_to_turn: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    key: jax.Array,
     epochs: int,
+    lr: float,
     **kwargs: Any,
 ) -> ParamsState:
     """An attacker who knows the scheme replays Algorithm 1's unfreezing on clean data.
@@ -42,8 +50,9 @@ def adaptive_finetune(
     Args:
       apply_fn, params, state, images, labels: As in :func:`finetune`.
       layers_to_turn: Tail-layer path patterns in network order, e.g. ``["layer4", "head"]``.
+      mean, std, key, lr: As in :func:`jaxwm.attacks.finetune.finetune`.
       epochs: Number of epochs (attack strength).
-      **kwargs: Keyword arguments of :func:`finetune` except ``trainable`` and ``reinit``.
+      **kwargs: Keyword arguments of :func:`jaxwm.attacks.finetune.attack_hparams`.
 
     Returns:
       ``(params, state)`` of the attacked model.
@@ -52,21 +61,14 @@ def adaptive_finetune(
       >>> p, s = adaptive_finetune(apply, params, state, x, y, layers_to_turn=["layer4", "head"],
       ...                          mean=m, std=sd, key=k, epochs=4, lr=0.01)
     """
-    for bad in ("trainable", "reinit", "init_fn"):
+    for bad in ("trainable", "reinit", "init_fn", "prune_keep"):
         if bad in kwargs:
             raise TypeError(f"adaptive_finetune does not take {bad!r}")
     if not layers_to_turn:
         raise ValueError("layers_to_turn must name at least one layer pattern")
+    hp = attack_hparams(epochs, lr, **kwargs)
     plan = embed.unfrozen_per_epoch(list(layers_to_turn), epochs) if epochs > 0 else []
-    return train_epochs(
-        apply_fn,
-        params,
-        state,
-        images,
-        labels,
-        epochs=epochs,
-        plan=plan.__getitem__,
-        reset_each_epoch=True,
-        snapshots=[epochs],
-        **kwargs,
-    )[0]
+    return engine.train_epochs(
+        apply_fn, params, state, images, labels, hp,
+        mean=mean, std=std, key=key, plan=plan, reset_each_epoch=True,
+    )  # fmt: skip

@@ -22,8 +22,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxwm.engine import loop, train
-from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState, copy_tree
+from jaxwm.attacks.finetune import attack_hparams
+from jaxwm.engine import compiled, train
+from jaxwm.engine import epochs as engine
+from jaxwm.engine.epochs import ApplyFn, InitFn, ParamsState
+from jaxwm.engine.hparams import Hparams, program_key
 
 PyTree = Any
 Carry = tuple[train.TrainState, PyTree, PyTree]  # (student, teacher params, teacher state)
@@ -137,7 +140,7 @@ def distill(
       batch_size: Batch size, clipped to the number of images.
       soft, temperature: Soft (KL at ``temperature``) or hard (argmax) teacher targets.
       crop_pad, flip: Augmentation (off by default).
-      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.engine.train.make_optimizer`;
+      optimizer, schedule, momentum, weight_decay: See :func:`jaxwm.attacks.finetune.attack_hparams`;
         the student trains from scratch, so the default schedule decays (cosine).
 
     Returns:
@@ -151,40 +154,44 @@ def distill(
         raise ValueError(
             f"need epochs >= 0, lr > 0, temperature > 0; got {epochs}, {lr}, {temperature}"
         )
+    hp = attack_hparams(
+        epochs, lr, batch_size=batch_size, crop_pad=crop_pad, flip=flip, optimizer=optimizer,
+        schedule=schedule, momentum=momentum, weight_decay=weight_decay,
+    )  # fmt: skip
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
     k_init, k_data = jax.random.split(key)
     images = jnp.asarray(images, jnp.uint8)
     n = int(images.shape[0])
-    batch_size = min(batch_size, n)
-    steps, _ = loop.epoch_geometry(n, batch_size, 0)
-    tx = train.make_optimizer(
-        peak_lr=lr,
-        total_steps=max(epochs * steps, 1),
-        schedule=schedule,
-        optimizer=optimizer,
-        momentum=momentum,
-        nesterov=momentum > 0,
-        weight_decay=weight_decay,
-    )
-    sample = train.normalize(images[:1], mean, std)
-    ts = train.init_train_state(student_init, tx, k_init, sample)
-    step = make_distill_step(
-        teacher_apply,
-        student_apply,
-        tx,
-        mean,
-        std,
-        soft=soft,
-        temperature=temperature,
-        crop_pad=crop_pad,
-        flip=flip,
-    )
-    run = train.make_train_chunk(step, batch_size, steps)
+    batch, steps = engine.epoch_shape(n, hp.batch_size, wrap=False)
+    tx = engine.optimizer(hp, None, epochs * steps)  # this run's numbers, for init
+    ts = train.init_train_state(student_init, tx, k_init, train.normalize(images[:1], mean, std))
+    run = _program(
+        teacher_apply, student_apply, program_key(hp, batch), tuple(map(float, mean)),
+        tuple(map(float, std)), bool(soft), float(temperature), steps,
+    )  # fmt: skip
     # The chunk donates its carry: copy the teacher so the caller's arrays stay valid.
-    carry = (ts, copy_tree(teacher_params), copy_tree(teacher_state))
+    carry = (ts, engine.copy_tree(teacher_params), engine.copy_tree(teacher_state))
     unused_labels = jnp.zeros((n,), jnp.int32)
     for epoch in range(epochs):
-        perm = train.epoch_permutation(k_data, n, epoch)
-        carry, _ = run(carry, images, unused_labels, perm, 0)
+        carry, _ = run(carry, images, unused_labels, engine.epoch_order(k_data, n, epoch, n), 0)
     return carry[0].params, carry[0].state
+
+
+@compiled.cached
+def _program(
+    teacher_apply: ApplyFn,
+    student_apply: ApplyFn,
+    hp: Hparams,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    soft: bool,
+    temperature: float,
+    steps: int,
+) -> Callable:
+    """The compiled distillation epoch (the optimizer a template: its numbers are state)."""
+    step = make_distill_step(
+        teacher_apply, student_apply, engine.optimizer(hp, None, 1), mean, std, soft=soft,
+        temperature=temperature, crop_pad=hp.crop_pad, flip=hp.flip,
+    )  # fmt: skip
+    return train.make_train_chunk(step, hp.batch_size, steps)

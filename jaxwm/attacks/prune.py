@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 
 from jaxwm.attacks.finetune import finetune
 from jaxwm.attacks.magnitude import apply_mask, prune_count
-from jaxwm.engine import partition, train
+from jaxwm.engine import compiled, partition, train
 from jaxwm.engine.epochs import ApplyFn, ParamsState
 
 PyTree = Any
@@ -38,7 +37,7 @@ ActivationsFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str,
 Prunable = Mapping[str, Sequence[tuple[str, int]]]
 
 
-@functools.lru_cache(maxsize=16)
+@compiled.cached
 def _batch_counts(activations_fn: ActivationsFn, mean: tuple, std: tuple) -> Callable:
     """Jitted ``(params, state, images_u8, valid) -> {name: (active (C,), positions)}``."""
 

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ log = logging.getLogger(__name__)
 # close_all() instead of leaving orbax's background threads to die at interpreter exit.
 _OPEN: weakref.WeakSet[Checkpointer] = weakref.WeakSet()
 TMP_MARK = ".orbax-checkpoint-tmp"
-SPACE_MARGIN = (
-    1 << 18
-)  # bytes of free space kept beyond a checkpoint's size (its metadata)  # orbax's suffix for a step directory still being written
+SPACE_MARGIN = 1 << 18  # bytes of free space kept beyond a checkpoint's size (its metadata)
+# How long abandon() waits for a save in flight. An interrupt can land inside orbax's own save
+# and leave a wait that never returns; the step then stays half-written and is ignored.
+ABANDON_WAIT_S = 30.0
+_abandoned = False  # set once a manager was abandoned: orbax's later thread errors are noise
 
 
 def complete_steps(directory: str | os.PathLike) -> list[int]:
@@ -184,21 +187,36 @@ class Checkpointer:
     def abandon(self) -> None:
         """Releases the manager without raising: waits for (or gives up on) pending saves and
         removes half-written steps. For runs that already failed or were interrupted."""
+        global _abandoned
         _OPEN.discard(self)
+        _abandoned = True
         # Orbax logs each background failure with a traceback; the caller reports it once.
         absl_log = logging.getLogger("absl")
         level = absl_log.level
         absl_log.setLevel(logging.CRITICAL)
         try:
-            for finish in (self._mgr.wait_until_finished, self._mgr.close):
-                with contextlib.suppress(Exception):
-                    finish()
+            _bounded(self._finish, ABANDON_WAIT_S)
         finally:
             absl_log.setLevel(level)
         if jax.process_index() == 0 and self.directory.is_dir():
             for p in self.directory.iterdir():
                 if TMP_MARK in p.name:
                     shutil.rmtree(p, ignore_errors=True)
+
+    def _finish(self) -> None:
+        for finish in (self._mgr.wait_until_finished, self._mgr.close):
+            with contextlib.suppress(Exception):
+                finish()
+
+
+def _bounded(fn: Any, seconds: float) -> None:
+    """Runs ``fn`` in a daemon thread for at most ``seconds``; a call that never returns is
+    left behind (the thread cannot keep the interpreter alive)."""
+    done = threading.Thread(target=fn, name="jaxwm-abandon", daemon=True)
+    done.start()
+    done.join(seconds)
+    if done.is_alive():
+        log.warning("checkpoint: a save in flight did not finish within %.0f s; left", seconds)
 
 
 class QuietFailedSaves(logging.Filter):
@@ -213,6 +231,8 @@ class QuietFailedSaves(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
             return True
+        if _abandoned:  # the run already failed or was interrupted, and says so once
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, KeyboardInterrupt) or (exc is not None and is_disk_full(exc)):
             return False

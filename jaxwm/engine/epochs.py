@@ -1,131 +1,237 @@
-"""Epoch-by-epoch training with a trainable set that may change every epoch.
+"""The training engine: one compiled epoch per configuration, and the pieces every loop shares.
 
-The engine behind watermark embedding (Algorithm 1: a stage plan, optimizer reset every
-epoch) and the fine-tuning attacks (FTLL/FTAL/RTLL/RTAL, the adaptive attacker, fine-pruning).
-One jitted epoch (:func:`jaxwm.engine.train.make_train_chunk` over :func:`jaxwm.engine.train.make_train_step`)
-is compiled per configuration and cached, so repeating a run with another key, other data of
-the same shape, or another pruning mask reuses it.
+Victim training (:func:`jaxwm.engine.loop.fit`), watermark embedding (:mod:`jaxwm.embed`, whose
+Algorithm 1 loop is written out over these pieces) and the fine-tuning attacks
+(:func:`train_epochs`) all train through :func:`epoch_fn`; sweeps
+(:mod:`jaxwm.engine.sweep`) vmap the same :func:`step_fn` and distillation
+(:mod:`jaxwm.attacks.distill`) shares the optimizer and epoch geometry. :func:`epoch_fn` is a
+jitted chunk of steps
+(:func:`jaxwm.engine.train.make_train_chunk`) built from a :class:`~jaxwm.engine.hparams.Hparams`,
+a trainable mask and an optional :class:`UpdateFilter`, cached in :mod:`jaxwm.engine.compiled`.
+The optimizer's numbers (learning rate, run length) are state, so one compiled epoch serves every
+key, data set of the same shape, learning rate and filter state.
+
+What only one caller needs stays with that caller: re-initialising layers and prune masks are
+the attacks' (:mod:`jaxwm.attacks.finetune`, passed here as an :class:`UpdateFilter`), snapshots
+and early stopping are an ``on_epoch`` callback.
+
+Example:
+  >>> hp = Hparams(epochs=2, batch_size=32, peak_lr=0.01, schedule="constant")
+  >>> params, state = train_epochs(apply, params, state, x, y, hp, mean=m, std=sd, key=k)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
-from jaxwm.engine import loop, partition, train
+from jaxwm.engine import compiled, partition, train
+from jaxwm.engine.hparams import Hparams, optimizer_for, program_key
 
 PyTree = Any
 ApplyFn = Callable[..., tuple[jax.Array, PyTree]]
 InitFn = Callable[[jax.Array, jax.Array], tuple[PyTree, PyTree]]
 ParamsState = tuple[PyTree, PyTree]
+OnEpoch = Callable[[int, PyTree, PyTree, dict], bool]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Recipe:
-    """Everything that shapes the compiled epoch apart from the model and the masks (hashable)."""
+class UpdateFilter(NamedTuple):
+    """A constraint applied to every update after the optimizer: ``fn(updates, state)``.
 
-    lr: float
-    total_steps: int
-    optimizer: str
-    schedule: str
-    momentum: float
-    weight_decay: float
-    batch_size: int
-    crop_pad: int
-    flip: bool
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    freeze_state: bool = False
-
-
-class _KeepZeroState(NamedTuple):
-    keep: PyTree  # bool leaves like params; False = pruned, held at exactly zero
-
-
-def _keep_zero(keep: PyTree | None) -> optax.GradientTransformation:
-    """Zeroes the updates of pruned entries, so pruned (zero) weights stay exactly zero.
-
-    The mask lives in the optimizer *state*, not in the closure of ``update``: one compiled
-    epoch then serves every pruning mask of the same shape (a pruning-ratio sweep compiles
-    once). ``init`` needs the mask, so build this transformation with the mask to initialise.
+    ``state`` rides in the optimizer state (donated and carried by the compiled epoch), not in
+    ``fn``'s closure, and compiled epochs are cached on ``fn``'s identity: make ``fn`` a
+    module-level function so every ``state`` of the same shape (e.g. every pruning mask of a
+    pruning-ratio sweep) shares one compilation.
     """
 
-    def init(params: PyTree) -> _KeepZeroState:
-        if keep is None:
-            raise ValueError("_keep_zero needs the mask to initialise its state")
-        # A copy (jnp.array), since the compiled epoch donates the optimizer state.
-        return _KeepZeroState(jax.tree.map(lambda m: jnp.array(m, bool), keep))
+    fn: Callable[[PyTree, PyTree], PyTree]
+    state: PyTree
 
-    def update(updates, state, params=None):
+
+def _filtered(fn: Callable, state: PyTree) -> optax.GradientTransformation:
+    def init(params: PyTree) -> PyTree:
         del params
-        out = jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates, state.keep)
-        return out, state
+        if state is None:
+            raise ValueError("an UpdateFilter needs its state to initialise")
+        return jax.tree.map(jnp.array, state)  # a copy: the compiled epoch donates it
+
+    def update(updates, filter_state, params=None):
+        del params
+        return fn(updates, filter_state), filter_state
 
     return optax.GradientTransformation(init, update)
 
 
-def _make_tx(
-    r: _Recipe, trainable: PyTree | None, prune_keep: PyTree | None, has_prune: bool
+def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(k_prepare, k_data, k_run)``: the caller's preparation, data order, step randomness.
+
+    ``k_prepare`` is never used by the engine (attacks re-initialise layers with it), so the
+    shuffling and augmentation do not depend on whether a caller prepared anything.
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    k_prepare, k_data, k_run = jax.random.split(key, 3)
+    return k_prepare, k_data, k_run
+
+
+def epoch_geometry(n: int, batch_size: int, steps_per_call: int) -> tuple[int, int]:
+    """``(chunk_steps, chunks_per_epoch)`` for ``n`` examples.
+
+    An epoch is ``n // batch_size`` steps (the remainder of the shuffled order is dropped),
+    rounded down to whole chunks of ``steps_per_call`` (0 = the whole epoch in one call).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} training examples; lower it"
+        )
+    chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
+    return chunk, steps // chunk
+
+
+def epoch_shape(n: int, batch_size: int, *, wrap: bool) -> tuple[int, int]:
+    """``(batch_size, steps)`` of one epoch over ``n`` examples, the batch clipped to ``n``.
+
+    ``wrap``: ``ceil(n / batch)`` steps, the last batch wrapping around to the start of the
+    shuffle, so every example is used every epoch (small sets such as a trigger set); otherwise
+    the remainder of the shuffle is dropped.
+    """
+    batch_size = min(batch_size, n)  # a small set trains full-batch
+    steps = -(-n // batch_size) if wrap else epoch_geometry(n, batch_size, 0)[0]
+    return batch_size, steps
+
+
+def epoch_order(key: jax.Array, n: int, epoch: int, length: int) -> jax.Array:
+    """The epoch's shuffle of ``range(n)``, wrapped around to ``length`` indices if longer."""
+    perm = train.epoch_permutation(key, n, epoch)
+    return perm if length <= n else jnp.concatenate([perm, perm[: length - n]])
+
+
+def optimizer(
+    hp: Hparams,
+    mask: PyTree | None,
+    total_steps: int,
+    *,
+    steps_per_epoch: int = 0,
+    update_filter: UpdateFilter | None = None,
 ) -> optax.GradientTransformation:
-    tx = train.make_optimizer(
-        peak_lr=r.lr,
-        total_steps=max(r.total_steps, 1),
-        schedule=r.schedule,
-        optimizer=r.optimizer,
-        momentum=r.momentum,
-        nesterov=r.momentum > 0,
-        weight_decay=r.weight_decay,
-    )
-    if trainable is not None:
-        tx = partition.masked(tx, trainable)
-    if has_prune:
-        # Outside the partition wrapper: it must see the full update tree.
-        tx = optax.chain(tx, _keep_zero(prune_keep))
+    """``hp``'s optimizer over ``total_steps`` steps, masked to ``mask`` and then filtered.
+
+    Args:
+      hp: Hyper-parameters.
+      mask: Trainable mask (see :mod:`jaxwm.engine.partition`); None trains everything.
+      total_steps: Schedule length (a run, or one epoch when the optimizer restarts each epoch).
+      steps_per_epoch: Converts ``hp.warmup_epochs`` to steps.
+      update_filter: Applied after the mask: it sees the full update tree.
+    """
+    tx = optimizer_for(hp, total_steps, steps_per_epoch=steps_per_epoch)
+    if mask is not None:
+        tx = partition.masked(tx, mask)
+    if update_filter is not None:
+        tx = optax.chain(tx, _filtered(update_filter.fn, update_filter.state))
     return tx
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_epoch(
-    apply_fn: ApplyFn, r: _Recipe, trainable_key: tuple | None, has_prune: bool, steps: int
+def step_fn(
+    apply_fn: ApplyFn,
+    hp: Hparams,
+    mean: Sequence[float],
+    std: Sequence[float],
+    mask: PyTree | None = None,
+    filter_fn: Callable | None = None,
 ) -> Callable:
-    """One jitted epoch for this configuration (cached: the jit cache is per function object)."""
-    trainable = partition.mask_from_key(trainable_key)
-    # The prune mask is optimizer state (see _keep_zero): update never reads the closure's mask.
-    tx = _make_tx(r, trainable, None, has_prune)
-    step = train.make_train_step(
-        apply_fn, tx, r.mean, r.std, mask=trainable, crop_pad=r.crop_pad, flip=r.flip,
-        freeze_state=r.freeze_state,
+    """One (not jitted) training step for ``hp``: what every compiled program of the engine runs.
+
+    Its optimizer is a template: ``update`` reads the schedule's numbers (and a filter's state)
+    from the optimizer state, so the step serves every learning rate, run length and filter
+    state; build that state with :func:`optimizer`.
+    """
+    f = None if filter_fn is None else UpdateFilter(filter_fn, None)
+    tx = optimizer(hp, mask, 1, update_filter=f)
+    return train.make_train_step(
+        apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
+        crop_pad=hp.crop_pad, flip=hp.flip, freeze_state=hp.freeze_state,
     )  # fmt: skip
-    return train.make_train_chunk(step, r.batch_size, steps)
+
+
+@compiled.cached
+def _program(
+    apply_fn: ApplyFn,
+    hp: Hparams,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    mask_key: tuple | None,
+    steps: int,
+    sharding: NamedSharding | None,
+    filter_fn: Callable | None,
+) -> Callable:
+    step = step_fn(apply_fn, hp, mean, std, partition.mask_from_key(mask_key), filter_fn)
+    return train.make_train_chunk(step, hp.batch_size, steps, batch_sharding=sharding)
+
+
+def epoch_fn(
+    apply_fn: ApplyFn,
+    hp: Hparams,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    mask: PyTree | None,
+    steps: int,
+    batch_size: int | None = None,
+    sharding: NamedSharding | None = None,
+    update_filter: UpdateFilter | None = None,
+) -> Callable:
+    """The compiled chunk of ``steps`` training steps, ``run(ts, images, labels, order, start)``.
+
+    Cached in :mod:`jaxwm.engine.compiled` under ``(apply_fn, program_key(hp), mean, std,
+    mask_key(mask), steps, sharding, update_filter.fn)``: calls that differ only in keys, data,
+    learning rate, run length or filter state return the same compiled function.
+
+    Args:
+      apply_fn: Model apply (contract in :mod:`jaxwm.models`).
+      hp: Hyper-parameters.
+      mean, std: Input normalisation.
+      mask: Trainable mask; None trains everything.
+      steps: Steps per call.
+      batch_size: The batch size used, if not ``hp.batch_size`` (clipped to a small set).
+      sharding: Batch sharding for data parallelism (see :func:`train.make_train_chunk`).
+      update_filter: Optional constraint on the updates (only its ``fn`` is part of the key).
+    """
+    return _program(
+        apply_fn,
+        program_key(hp, batch_size),
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+        partition.mask_key(mask),
+        int(steps),
+        sharding,
+        None if update_filter is None else update_filter.fn,
+    )
+
+
+def trainable(params: PyTree, patterns: Sequence[str]) -> PyTree:
+    """The trainable mask of ``patterns`` (path patterns, see :mod:`jaxwm.engine.partition`)."""
+    return partition.trainable_mask(params, list(patterns), log_table=False)
 
 
 def copy_tree(tree: PyTree) -> PyTree:
-    # The compiled epoch donates its carry; copies keep the caller's arrays alive.
+    """Device copies of every leaf (a compiled epoch donates its carry; copies keep the caller's)."""
     return jax.tree.map(jnp.copy, tree)
 
 
-def _reinit(
-    params: PyTree,
-    state: PyTree,
-    patterns: Sequence[str],
-    init_fn: InitFn,
-    key: jax.Array,
-    sample: jax.Array,
-) -> ParamsState:
-    fresh_p, fresh_s = train.compiled_init(init_fn)(key, sample)  # one compilation, not per op
-    sel = partition.trainable_mask(params, list(patterns), log_table=False)
-    params = jax.tree.map(lambda m, new, old: new if m else old, sel, fresh_p, params)
-    # Stateful modules all of whose parameters are re-initialised get fresh statistics too.
-    modules = partition.frozen_modules(jax.tree.map(lambda m: not m, sel))
-    s_sel = partition.state_mask(state, modules)
-    state = jax.tree.map(lambda m, new, old: new if m else old, s_sel, fresh_s, state)
-    return params, state
+def start(params: PyTree, state: PyTree, k_run: jax.Array) -> train.TrainState:
+    """A training state over copies of ``params``/``state``; the optimizer state is set later."""
+    return train.TrainState(
+        copy_tree(params), copy_tree(state), None, jnp.zeros((), jnp.int32),
+        jax.random.key_data(k_run),
+    )  # fmt: skip
 
 
 def train_epochs(
@@ -134,138 +240,63 @@ def train_epochs(
     state: PyTree,
     images: Any,
     labels: Any,
+    hp: Hparams,
     *,
     mean: Sequence[float],
     std: Sequence[float],
     key: jax.Array,
-    epochs: int,
-    lr: float,
-    batch_size: int = 128,
-    plan: Callable[[int], Sequence[str] | None],
-    reset_each_epoch: bool,
-    snapshots: Sequence[int],
-    reinit: Sequence[str] | None = None,
-    init_fn: InitFn | None = None,
-    prune_keep: PyTree | None = None,
-    crop_pad: int = 0,
-    flip: bool = False,
-    optimizer: str = "sgd",
-    schedule: str = "constant",
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    freeze_state: bool = False,
-    wrap: bool = False,
-    on_epoch: Callable[[int, PyTree, PyTree, dict], bool] | None = None,
-) -> list[ParamsState]:
-    """Trains epoch by epoch and returns ``(params, state)`` after each count in ``snapshots``.
+    plan: Sequence[Sequence[str] | None] | None = None,
+    reset_each_epoch: bool = False,
+    update_filter: UpdateFilter | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> ParamsState:
+    """Trains ``hp.epochs`` epochs; the trainable set may change every epoch.
 
     Args:
-      apply_fn, params, state, images, labels, mean, std, key, epochs, lr, batch_size: See
-        :func:`jaxwm.attacks.finetune.finetune`.
-      plan: ``plan(epoch)`` -> path patterns trainable in that epoch, or None for all.
-      reset_each_epoch: Re-initialise the optimizer (and its schedule) at every epoch;
-        otherwise only when ``plan`` changes the trainable set.
-      snapshots: Epoch counts (sorted, unique, each in ``0..epochs``) to return.
-      reinit, init_fn, prune_keep, crop_pad, flip, optimizer, schedule, momentum,
-        weight_decay: See :func:`jaxwm.attacks.finetune.finetune`.
-      freeze_state: Keep all model state (BatchNorm statistics) fixed, every layer in
-        inference mode (see :func:`jaxwm.engine.train.make_train_step`).
-      wrap: Use every example every epoch: ``ceil(n / batch_size)`` steps, the last batch
-        wrapping around to the start of the shuffle (for small sets such as a trigger set);
-        otherwise the remainder of the shuffle is dropped.
+      apply_fn, params, state: The model (``params``/``state`` are not modified).
+      images, labels: uint8 NHWC images and int labels (the remainder of each shuffled epoch is
+        dropped; the batch is clipped to a smaller set).
+      hp: Hyper-parameters (``steps_per_call``, ``eval_every``, ``checkpoint_every`` unused).
+      mean, std: Input normalisation.
+      key: Split by :func:`split_key`; its data and run parts drive shuffling and augmentation.
+      plan: Path patterns trainable in each epoch (``hp.epochs`` entries), None for all;
+        None (default): everything, every epoch.
+      reset_each_epoch: A fresh optimizer (and schedule, spanning one epoch) every epoch;
+        otherwise only when the trainable set changes, the schedule spanning the run.
+      update_filter: Optional constraint on every update (e.g. pruned entries held at zero).
       on_epoch: Called as ``on_epoch(epoch, params, state, metrics)`` after each epoch
-        (1-based; ``metrics`` are the epoch's summed ``loss_sum``/``correct``/``count``); a
-        true result stops training there. The arrays are only valid during the call.
+        (1-based; summed ``loss_sum``/``correct``/``count``); a true result stops training.
+        The arrays are only valid during the call.
 
     Returns:
-      One ``(params, state)`` per entry of ``snapshots`` reached; when ``on_epoch`` stopped
-      training early, the final ``(params, state)`` is appended.
-
-    Example:
-      >>> [(p, s)] = train_epochs(apply, params, state, x, y, mean=m, std=sd, key=k, epochs=2,
-      ...                         lr=0.01, plan=lambda e: None, reset_each_epoch=False,
-      ...                         snapshots=[2])
+      ``(params, state)`` after the last epoch trained.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if reinit and init_fn is None:
-        raise ValueError("reinit needs init_fn (the model's init(key, sample) -> (params, state))")
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)
-    k_init, k_data, k_run = jax.random.split(key, 3)
-    images = jnp.asarray(images, jnp.uint8)
-    labels = jnp.asarray(labels, jnp.int32)
+    if hp.epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {hp.epochs}")
+    if hp.peak_lr <= 0:
+        raise ValueError(f"lr must be > 0, got {hp.peak_lr}")
+    plan = [None] * hp.epochs if plan is None else list(plan)
+    if len(plan) != hp.epochs:
+        raise ValueError(f"plan has {len(plan)} entries for {hp.epochs} epochs")
+    _, k_data, k_run = split_key(key)
+    images, labels = jnp.asarray(images, jnp.uint8), jnp.asarray(labels, jnp.int32)
     n = int(images.shape[0])
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-    batch_size = min(batch_size, n)  # a small attacker set trains full-batch
-    steps = -(-n // batch_size) if wrap else loop.epoch_geometry(n, batch_size, 0)[0]
-
-    if reinit:
-        sample = train.normalize(images[:1], mean, std)
-        params, state = _reinit(params, state, reinit, init_fn, k_init, sample)
-    if prune_keep is not None:
-        params = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, prune_keep)
-
-    # With the optimizer reset every epoch its schedule restarts, so it spans one epoch.
-    total = steps if reset_each_epoch else epochs * steps
-    recipe = _Recipe(
-        lr=float(lr),
-        total_steps=1 if schedule == "constant" else total,
-        optimizer=optimizer,
-        schedule=schedule,
-        momentum=float(momentum),
-        weight_decay=float(weight_decay),
-        batch_size=batch_size,
-        crop_pad=int(crop_pad),
-        flip=bool(flip),
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        freeze_state=bool(freeze_state),
-    )
-    has_prune = prune_keep is not None
-    ts, out, current = None, [], None
-    if 0 in snapshots:
-        out.append((params, state))
-    for epoch in range(epochs):
-        patterns = plan(epoch)
-        tmask = (
-            None
-            if patterns is None
-            else partition.trainable_mask(params, list(patterns), log_table=False)
-        )
-        tkey = partition.mask_key(tmask)
-        # The learning rate and run length live in the optimizer state (jaxwm.engine.optim), so they
-        # are normalised out of the cache key: runs differing only in them share a compilation.
-        shape = dataclasses.replace(recipe, lr=1.0, total_steps=1)
-        run = _compiled_epoch(apply_fn, shape, tkey, has_prune, steps)
-        if ts is None or (reset_each_epoch or tkey != current):
-            current_params = params if ts is None else ts.params
-            opt_state = _make_tx(recipe, tmask, prune_keep, has_prune).init(current_params)
-            if ts is None:
-                ts = train.TrainState(
-                    copy_tree(params),
-                    copy_tree(state),
-                    opt_state,
-                    jnp.zeros((), jnp.int32),
-                    jax.random.key_data(k_run),
-                )
-            else:
-                ts = ts._replace(opt_state=opt_state)
-            current = tkey
-        perm = train.epoch_permutation(k_data, n, epoch)
-        if wrap:
-            perm = jnp.concatenate([perm, perm[: steps * batch_size - n]])
-        ts, metrics = run(ts, images, labels, perm, 0)
+    batch_size, steps = epoch_shape(n, hp.batch_size, wrap=False)
+    total = steps if reset_each_epoch else hp.epochs * steps
+    ts, current = start(params, state, k_run), None
+    for epoch, patterns in enumerate(plan):
+        mask = None if patterns is None else trainable(params, patterns)
+        mkey = partition.mask_key(mask)
+        if epoch == 0 or reset_each_epoch or mkey != current:
+            tx = optimizer(hp, mask, total, steps_per_epoch=steps, update_filter=update_filter)
+            ts, current = ts._replace(opt_state=tx.init(ts.params)), mkey
+        run = epoch_fn(
+            apply_fn, hp, mean=mean, std=std, mask=mask, steps=steps, batch_size=batch_size,
+            update_filter=update_filter,
+        )  # fmt: skip
+        ts, metrics = run(ts, images, labels, epoch_order(k_data, n, epoch, n), 0)
         if on_epoch is not None and on_epoch(epoch + 1, ts.params, ts.state, metrics):
-            out.append((ts.params, ts.state))
-            return out
-        if epoch + 1 in snapshots:
-            out.append(
-                (copy_tree(ts.params), copy_tree(ts.state))
-                if epoch + 1 < epochs
-                else (ts.params, ts.state)
-            )
-    return out
+            break
+    return ts.params, ts.state

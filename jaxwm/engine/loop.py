@@ -4,14 +4,13 @@ The loop never waits for the device between chunks: it dispatches chunk ``i + 1`
 reads chunk ``i``'s metrics, so host bookkeeping overlaps device work.
 
 Example:
-  >>> result = fit(model, tx, arrays, hp, workdir="runs/demo")
+  >>> result = fit(model.init, model.apply, ds, hp, workdir="runs/demo")
   >>> result.test_accuracy
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -24,137 +23,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from jaxwm.engine import checkpoint, parallel, partition, train
+from jaxwm.data import Dataset
+from jaxwm.engine import checkpoint, epochs, parallel, train
+from jaxwm.engine.hparams import Hparams
 
 log = logging.getLogger(__name__)
 PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Arrays:
-    """A dataset as arrays (host numpy or on device): uint8 NHWC images, int32 labels."""
-
-    train_images: Any
-    train_labels: Any
-    test_images: Any
-    test_labels: Any
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-
-    def on_device(self) -> Arrays:
-        """The same arrays, resident on the default device (transferred once)."""
-        put = jax.device_put
-        return dataclasses.replace(
-            self,
-            train_images=put(np.asarray(self.train_images, np.uint8)),
-            train_labels=put(np.asarray(self.train_labels, np.int32)),
-            test_images=put(np.asarray(self.test_images, np.uint8)),
-            test_labels=put(np.asarray(self.test_labels, np.int32)),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Hparams:
-    """Training hyper-parameters (explicit values; configs map onto these)."""
-
-    epochs: int
-    batch_size: int
-    peak_lr: float = 0.1
-    warmup_epochs: float = 0.0
-    schedule: str = "cosine"
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    crop_pad: int = 4
-    flip: bool = True
-    steps_per_call: int = 0
-    eval_every: int = 1
-    checkpoint_every: int = 1
-
-
-def epoch_geometry(n: int, batch_size: int, steps_per_call: int) -> tuple[int, int]:
-    """``(chunk_steps, chunks_per_epoch)`` for ``n`` examples.
-
-    An epoch is ``n // batch_size`` steps (the remainder of the shuffled order is dropped),
-    rounded down to whole chunks of ``steps_per_call`` (0 = the whole epoch in one call).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps = n // batch_size
-    if steps == 0:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {n} training examples; lower it"
-        )
-    chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
-    return chunk, steps // chunk
-
-
-def optimizer_for(
-    hp: Hparams, steps_per_epoch: int, *, peak_lr: float | None = None
-) -> optax.GradientTransformation:
-    """The optimizer and learning-rate schedule that ``hp`` describes for a whole run.
-
-    Args:
-      hp: Hyper-parameters.
-      steps_per_epoch: Optimizer steps per epoch (see :func:`epoch_geometry`).
-      peak_lr: Overrides ``hp.peak_lr`` (sweeps use 1.0 and scale each run's updates).
-    """
-    return train.make_optimizer(
-        peak_lr=hp.peak_lr if peak_lr is None else peak_lr,
-        total_steps=hp.epochs * steps_per_epoch,
-        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
-        schedule=hp.schedule,
-        optimizer=hp.optimizer,
-        momentum=hp.momentum,
-        nesterov=hp.nesterov,
-        weight_decay=hp.weight_decay,
-    )
-
-
-def _with_mask(
-    tx: optax.GradientTransformation, mask: PyTree | None
-) -> optax.GradientTransformation:
-    return tx if mask is None else partition.masked(tx, mask)
-
-
-@functools.lru_cache(maxsize=16)
-def _program(
-    apply_fn: Callable,
-    shape_hp: Hparams,
-    chunk: int,
-    mask_key: tuple | None,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    sharding: Any,
-) -> Callable:
-    """The jitted training chunk of a fit, cached per configuration.
-
-    ``shape_hp`` is the run's :class:`Hparams` with the schedule's numbers (epochs, peak rate,
-    warm-up) and the loop-only fields normalised away (:func:`_program_key`): the optimizer
-    keeps those numbers in its state (:mod:`jaxwm.engine.optim`), so its ``update`` (and the whole
-    step) is the same for every value. Fits that differ only in seed, data, initial state,
-    length or learning rate then share one compilation.
-    """
-    mask = partition.mask_from_key(mask_key)
-    template = _with_mask(optimizer_for(shape_hp, 1), mask)  # its update reads only the state
-    step = train.make_train_step(
-        apply_fn, template, mean, std, mask=mask, label_smoothing=shape_hp.label_smoothing,
-        crop_pad=shape_hp.crop_pad, flip=shape_hp.flip,
-    )  # fmt: skip
-    return train.make_train_chunk(step, shape_hp.batch_size, chunk, batch_sharding=sharding)
-
-
-def _program_key(hp: Hparams) -> Hparams:
-    return dataclasses.replace(
-        hp, epochs=1, peak_lr=1.0, warmup_epochs=0.0, eval_every=1, checkpoint_every=1
-    )
 
 
 @dataclasses.dataclass
@@ -200,7 +76,7 @@ def _trim_jsonl(path: Path, upto_epoch: int) -> None:
 def fit(
     model_init: Callable,
     model_apply: Callable,
-    arrays: Arrays,
+    ds: Dataset,
     hp: Hparams,
     *,
     seed: int = 0,
@@ -211,11 +87,11 @@ def fit(
     desc: str = "train",
     data_parallel: bool | None = None,
 ) -> FitResult:
-    """Trains a model on ``arrays``, resuming from ``workdir/checkpoints`` when present.
+    """Trains a model on ``ds``, resuming from ``workdir/checkpoints`` when present.
 
     Args:
       model_init, model_apply: The model's pure functions (see :mod:`jaxwm.models`).
-      arrays: The dataset (moved to the device here if it is not there yet).
+      ds: The dataset (its arrays are moved to the device here).
       hp: Hyper-parameters.
       seed: Seeds initialisation, shuffling and augmentation; same seed, same result.
       workdir: Run directory for ``metrics.jsonl`` and ``checkpoints/``; None keeps nothing.
@@ -238,21 +114,20 @@ def fit(
     if data_parallel or (data_parallel is None and jax.device_count() > 1):
         mesh = parallel.data_mesh()
         parallel.check_divisible(hp.batch_size, mesh)
-        arrays = parallel.put_dataset(arrays, mesh)
-    elif isinstance(arrays.train_images, np.ndarray):
-        arrays = arrays.on_device()
+    x_train, y_train, x_test, y_test = parallel.put_dataset(ds, mesh)
     primary = parallel.is_primary()
-    n = int(arrays.train_images.shape[0])
-    chunk, n_chunks = epoch_geometry(n, hp.batch_size, hp.steps_per_call)
+    n = int(x_train.shape[0])
+    chunk, n_chunks = epochs.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
     sharding = None if mesh is None else parallel.batch_sharding(mesh)
-    tx = _with_mask(optimizer_for(hp, steps_per_epoch), mask)  # this run's numbers, for init
-    run = _program(
-        model_apply, _program_key(hp), chunk, partition.mask_key(mask),
-        tuple(map(float, arrays.mean)), tuple(map(float, arrays.std)), sharding,
+    # This run's numbers, for init; the compiled chunk reads them from the optimizer state.
+    tx = epochs.optimizer(hp, mask, total, steps_per_epoch=steps_per_epoch)
+    run = epochs.epoch_fn(
+        model_apply, hp, mean=ds.mean, std=ds.std, mask=mask, steps=chunk,
+        sharding=sharding,
     )  # fmt: skip
-    sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
+    sample = jnp.zeros((1, *x_train.shape[1:]), jnp.float32)
     ts = train.init_train_state(model_init, tx, jax.random.key(seed), sample)
     if init_state is not None:
         # Copies: the training chunk donates its state, and the caller keeps its arrays.
@@ -260,7 +135,7 @@ def fit(
         ts = ts._replace(params=params, state=state)
     if mesh is not None:  # before a restore, so orbax restores straight into this layout
         ts = parallel.replicate(ts, mesh)
-    evaluate = train.make_eval(model_apply, arrays.mean, arrays.std)
+    evaluate = train.make_eval(model_apply, ds.mean, ds.std)
 
     ckpt, metrics_path, start_epoch, history = None, None, 0, []
     if workdir is not None:
@@ -297,9 +172,7 @@ def fit(
             perm = parallel.replicate(perm, mesh)
         pending, sums = None, None
         for c in range(n_chunks):
-            ts, m = run(
-                ts, arrays.train_images, arrays.train_labels, perm, c * chunk * hp.batch_size
-            )
+            ts, m = run(ts, x_train, y_train, perm, c * chunk * hp.batch_size)
             if pending is not None:  # read the previous chunk while this one runs
                 sums = _accumulate(sums, pending, bar, chunk, hp.batch_size, t_epoch)
             pending = m
@@ -316,7 +189,7 @@ def fit(
         }
         last = epoch + 1 == hp.epochs
         if last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0):
-            acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+            acc = float(evaluate(ts.params, ts.state, x_test, y_test))
             row["test_acc"] = acc
             if progress and primary:
                 bar.write(
@@ -336,7 +209,7 @@ def fit(
     if ckpt is not None:
         ckpt.close()
     if math.isnan(acc):  # resumed after the last epoch: evaluate the restored state
-        acc = float(evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels))
+        acc = float(evaluate(ts.params, ts.state, x_test, y_test))
     return FitResult(ts, acc, history, time.perf_counter() - t0)
 
 

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -41,8 +40,12 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jaxwm.data import Dataset
+
 log = logging.getLogger(__name__)
 PyTree = Any
+# (train_images, train_labels, test_images, test_labels) on the device(s).
+DeviceArrays = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
 DATA_AXIS = "data"
 # Environment variables of our own launch convention (Kubernetes indexed jobs, plain scripts).
@@ -127,31 +130,26 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     return put(tree, replicated(mesh))
 
 
-def put_dataset(arrays: Any, mesh: Mesh) -> Any:
-    """A dataset replicated on every device of ``mesh`` (see the module docstring for why).
+def put_dataset(ds: Dataset, mesh: Mesh | None = None) -> DeviceArrays:
+    """A dataset's four arrays on the accelerator: replicated on every device of ``mesh``.
 
     Args:
-      arrays: A dataclass with ``train_images``, ``train_labels``, ``test_images`` and
-        ``test_labels`` (e.g. :class:`jaxwm.engine.loop.Arrays`); images become uint8, labels int32.
-      mesh: The mesh.
+      ds: The dataset (host arrays; see :class:`jaxwm.data.Dataset`).
+      mesh: The mesh to replicate over (see the module docstring for why); None: the default
+        device.
 
     Returns:
-      The same dataclass with its four arrays replicated.
+      ``(train_images, train_labels, test_images, test_labels)``; images uint8, labels int32.
     """
-    host = jax.process_count() > 1
-
-    def cast(x, dtype):
-        if isinstance(x, jax.Array) and not host:
-            return x.astype(dtype)  # already on a device: no host round trip
-        return np.asarray(jax.device_get(x), dtype)
-
-    fields = {
-        "train_images": cast(arrays.train_images, np.uint8),
-        "train_labels": cast(arrays.train_labels, np.int32),
-        "test_images": cast(arrays.test_images, np.uint8),
-        "test_labels": cast(arrays.test_labels, np.int32),
-    }
-    return dataclasses.replace(arrays, **replicate(fields, mesh))
+    host = [
+        np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else x, dtype)
+        for x, dtype in (
+            (ds.train_images, np.uint8), (ds.train_labels, np.int32),
+            (ds.test_images, np.uint8), (ds.test_labels, np.int32),
+        )
+    ]  # fmt: skip
+    placed = jax.device_put(host) if mesh is None else replicate(host, mesh)
+    return tuple(placed)
 
 
 def check_divisible(size: int, mesh: Mesh, what: str = "train.batch_size") -> None:

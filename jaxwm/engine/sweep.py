@@ -16,7 +16,7 @@ Hyper-parameters that change shapes or code (batch size, epochs,
 optimizer kind, model widths) cannot share one program: sweep those with separate calls.
 
 Example:
-  >>> runs = fit_sweep(model.init, model.apply, arrays, hp, seeds=[0, 1, 2, 3], lrs=[0.05, 0.1])
+  >>> runs = fit_sweep(model.init, model.apply, ds, hp, seeds=[0, 1, 2, 3], lrs=[0.05, 0.1])
   >>> summarize(runs)
   [{'peak_lr': 0.05, 'test_accuracy': {'mean': ..., 'std': ..., 'n': 4}, ...}, ...]
 """
@@ -38,7 +38,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 
-from jaxwm.engine import loop, parallel, train
+from jaxwm.data import Dataset
+from jaxwm.engine import compiled, epochs, loop, parallel, train
+from jaxwm.engine.hparams import Hparams, program_key
 
 PyTree = Any
 RUN_AXIS = "runs"
@@ -115,6 +117,20 @@ def make_sweep_chunk(
     return train.chunk_runner(one_step, batch_size, chunk_steps, host_loop=host_loop)
 
 
+@compiled.cached
+def _sweep_program(
+    apply_fn: Callable,
+    hp: Hparams,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    chunk: int,
+    run_sharding: NamedSharding | None,
+) -> Callable:
+    """The engine's training step (:func:`jaxwm.engine.epochs.step_fn`) vmapped over runs."""
+    step = epochs.step_fn(apply_fn, hp, mean, std)
+    return make_sweep_chunk(step, hp.batch_size, chunk, run_sharding=run_sharding)
+
+
 def run_placement(
     n_runs: int, mesh: Mesh | None = None
 ) -> tuple[Mesh | None, NamedSharding | None]:
@@ -171,8 +187,8 @@ class SweepRun(loop.FitResult):
 def fit_sweep(
     model_init: Callable,
     model_apply: Callable,
-    arrays: loop.Arrays,
-    hp: loop.Hparams,
+    ds: Dataset,
+    hp: Hparams,
     seeds: Sequence[int],
     *,
     lrs: Sequence[float] | None = None,
@@ -184,7 +200,7 @@ def fit_sweep(
 
     Args:
       model_init, model_apply: The model's pure functions (see :mod:`jaxwm.models`).
-      arrays: The dataset, shared by all runs.
+      ds: The dataset, shared by all runs.
       hp: Hyper-parameters shared by all runs (``peak_lr`` unless ``lrs`` is given).
       seeds: One run per seed (initialisation, shuffling and augmentation, as in ``fit``).
       lrs: Peak learning rates; runs are the grid ``lrs x seeds`` (learning rate outer).
@@ -200,7 +216,7 @@ def fit_sweep(
       rows) and final test accuracy.
 
     Example:
-      >>> runs = fit_sweep(m.init, m.apply, arrays, hp, seeds=range(4))
+      >>> runs = fit_sweep(m.init, m.apply, ds, hp, seeds=range(4))
       >>> aggregate([r.test_accuracy for r in runs])
       {'mean': 0.97, 'std': 0.004, 'n': 4}
     """
@@ -212,20 +228,17 @@ def fit_sweep(
     grid = [(lr, s) for lr in lr_values for s in seeds]
     n_runs = len(grid)
     mesh, run_sharding = run_placement(n_runs, mesh)
-    if mesh is not None:
-        arrays = parallel.put_dataset(arrays, mesh)
-    elif isinstance(arrays.train_images, np.ndarray):
-        arrays = arrays.on_device()
+    x_train, y_train, x_test, y_test = parallel.put_dataset(ds, mesh)
 
     def place(tree):
         return tree if run_sharding is None else parallel.put(tree, run_sharding)
 
-    n = int(arrays.train_images.shape[0])
-    chunk, n_chunks = loop.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
+    n = int(x_train.shape[0])
+    chunk, n_chunks = epochs.epoch_geometry(n, hp.batch_size, hp.steps_per_call)
     steps_per_epoch = chunk * n_chunks
     total = hp.epochs * steps_per_epoch
-    tx = loop.optimizer_for(hp, steps_per_epoch)  # exactly fit's optimizer
-    sample = jnp.zeros((1, *arrays.train_images.shape[1:]), jnp.float32)
+    tx = epochs.optimizer(hp, None, total, steps_per_epoch=steps_per_epoch)  # exactly fit's
+    sample = jnp.zeros((1, *x_train.shape[1:]), jnp.float32)
 
     # One initialisation per run, as fit does (one cached compilation serves every run):
     # exact, and cheaper than compiling a vmapped init (about 7 s for a tiny ResNet on CPU).
@@ -237,18 +250,12 @@ def fit_sweep(
     data_keys = jnp.stack([jax.random.key_data(jax.random.key(s + 1)) for _, s in grid])
     perms_of = jax.jit(jax.vmap(train.epoch_permutation, in_axes=(0, None, None)), static_argnums=1)
 
-    step = train.make_train_step(
-        model_apply,
-        tx,
-        arrays.mean,
-        arrays.std,
-        label_smoothing=hp.label_smoothing,
-        crop_pad=hp.crop_pad,
-        flip=hp.flip,
-    )
-    run = make_sweep_chunk(step, hp.batch_size, chunk, run_sharding=run_sharding)
+    run = _sweep_program(
+        model_apply, program_key(hp), tuple(map(float, ds.mean)), tuple(map(float, ds.std)), chunk,
+        run_sharding,
+    )  # fmt: skip
     evaluate = jax.jit(
-        jax.vmap(train.make_eval(model_apply, arrays.mean, arrays.std), in_axes=(0, 0, None, None))
+        jax.vmap(train.make_eval(model_apply, ds.mean, ds.std), in_axes=(0, 0, None, None))
     )
     primary = parallel.is_primary()
     bar = tqdm(
@@ -266,9 +273,7 @@ def fit_sweep(
         perms = place(perms_of(data_keys, n, epoch))
         pending, sums = None, None
         for c in range(n_chunks):
-            ts, m = run(
-                ts, arrays.train_images, arrays.train_labels, perms, c * chunk * hp.batch_size
-            )
+            ts, m = run(ts, x_train, y_train, perms, c * chunk * hp.batch_size)
             if pending is not None:  # read the previous chunk while this one runs
                 sums = _accumulate(sums, pending)
                 bar.update(chunk)
@@ -280,9 +285,7 @@ def fit_sweep(
         evaluated = last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0)
         if evaluated:
             acc = np.asarray(
-                parallel.to_host(
-                    evaluate(ts.params, ts.state, arrays.test_images, arrays.test_labels)
-                ),
+                parallel.to_host(evaluate(ts.params, ts.state, x_test, y_test)),
                 np.float64,
             )
         step_now = int(parallel.to_host(ts.step)[0])

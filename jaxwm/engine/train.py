@@ -10,7 +10,7 @@ Everything here depends on jax/optax only and takes the model as its ``apply`` f
 
 Example:
   >>> model = models.resnet(10, stage_sizes=(1, 1), widths=(8, 16))
-  >>> tx = make_optimizer(peak_lr=0.1, total_steps=100)
+  >>> tx = optim.make_optimizer(peak_lr=0.1, total_steps=100)
   >>> ts = init_train_state(model.init, tx, jax.random.key(0), x_train[:1])
   >>> step = make_train_step(model.apply, tx, mean, std)
   >>> run = make_train_chunk(step, batch_size=64, chunk_steps=10)
@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -28,9 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxwm.engine import partition
-from jaxwm.engine.optim import lr_schedule as lr_schedule  # re-exported: the optimizer factory
-from jaxwm.engine.optim import make_optimizer as make_optimizer  # lived here first
+from jaxwm.engine import compiled, partition
 
 PyTree = Any
 
@@ -80,7 +77,7 @@ def init_train_state(
     )
 
 
-@functools.lru_cache(maxsize=16)
+@compiled.cached
 def compiled_init(
     init_fn: Callable[[jax.Array, jax.Array], tuple[PyTree, PyTree]],
 ) -> Callable[[jax.Array, jax.Array], tuple[PyTree, PyTree]]:
@@ -307,7 +304,7 @@ def _floats(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-@functools.lru_cache(maxsize=32)
+@compiled.cached
 def _make_eval(apply_fn: Callable, mean: tuple, std: tuple, batch_size: int) -> Callable:
     def evaluate(params, state, images, labels):
         n = images.shape[0]
@@ -339,7 +336,7 @@ def make_predict(
     return _make_predict(apply_fn, _floats(mean), _floats(std))
 
 
-@functools.lru_cache(maxsize=32)
+@compiled.cached
 def _make_predict(apply_fn: Callable, mean: tuple, std: tuple) -> Callable:
     def predict(params, state, images):
         return apply_fn(params, state, normalize(images, mean, std), train=False)[0]

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxwm import attacks, controls, embed, triggers, verify
+from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import ConfigError
 
 PyTree = Any
@@ -48,7 +49,7 @@ class AttackContext:
     nulls: list[float]
     evaluate: Callable
     predict: Callable
-    embed_settings: embed.EmbedSettings  # the run's embedding settings (overwriting reuses them)
+    embed_settings: Hparams  # the run's embedding settings (overwriting reuses them)
     ctl_images: np.ndarray | None = None
     ctl_labels: np.ndarray | None = None
 
@@ -186,7 +187,7 @@ def _overwrite(ctx, params, state, key, strengths):
         image_shape=ctx.x_att.shape[1:], num_classes=ctx.num_classes,
     )  # fmt: skip
     for e in strengths:
-        settings = dataclasses.replace(ctx.embed_settings, epochs=e, target_retention=0.0)
+        settings = dataclasses.replace(ctx.embed_settings, epochs=e)
         p, s, _ = embed.partitioned_embed(
             ctx.model.apply, params, state, mine.images, mine.labels,
             layers_to_turn=list(cfg.embed.layers_to_turn), settings=settings,

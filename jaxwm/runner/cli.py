@@ -8,21 +8,25 @@ keep ml_collections' parsing (types, tuples, "did you mean" for unknown fields).
 
 from __future__ import annotations
 
+import _thread
 import ast
 import contextlib
 import dataclasses
 import functools
+import logging as logging_std
 import os
 import re
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxwm.engine import parallel
-from jaxwm.errors import JaxwmError
+from jaxwm.errors import JaxwmError, RunInterrupted
 from jaxwm.runner import config_files, modes
 
 USAGE = """\
@@ -150,14 +154,52 @@ def _run(parsed: _Parsed, argv: list[str]) -> None:
     # JAX computation; a single process is left alone.
     parallel.maybe_initialize_distributed()
     workdir = _WORKDIR.value or str(Path("runs") / parsed.path.stem)
+    redeliver_swallowed_interrupts()
     try:
         modes.run(parsed.config, workdir)
     except JaxwmError as e:  # errors a user can fix: the message, not a traceback
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)  # 130 after Ctrl-C, as a shell expects
+        if isinstance(e, RunInterrupted):
+            _exit_now(e.exit_code)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:  # before the run started (modes.run reports any later one)
         print("error: interrupted before the run started; nothing was written", file=sys.stderr)
         sys.exit(130)
+
+
+def redeliver_swallowed_interrupts() -> None:
+    """Makes a Ctrl-C that lands in a destructor or garbage-collection callback stop the run.
+
+    Python prints such an exception ("Exception ignored in ...") and carries on, so the run
+    ignored the Ctrl-C and finished (seen 1 time in 16 interrupts, in JAX's gc callback). The
+    hook raises it again in the main thread instead; other unraisable errors print as before.
+    """
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # Later and from another thread: raised inside the hook it would be swallowed again.
+            timer = threading.Timer(0.1, _thread.interrupt_main)
+            timer.daemon = True
+            timer.start()
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _exit_now(code: int) -> None:
+    """Exits at once with ``code`` (130 after Ctrl-C, as a shell expects).
+
+    A Ctrl-C can land inside orbax's save, whose threads then keep the interpreter from
+    finishing (measured: 1 hang in 12 interrupts). Everything the run wrote is complete or was
+    abandoned (checkpoints commit by rename, run files are written atomically), so only the
+    logs and the standard streams need flushing.
+    """
+    logging_std.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import ml_collections
 
 from jaxwm import data, models, version
 from jaxwm.engine import checkpoint, loop, sweep
+from jaxwm.engine.hparams import Hparams
 from jaxwm.runner import config, fingerprint
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,6 @@ def load_data(cfg: ml_collections.ConfigDict) -> data.Dataset:
         cfg.data.source,
         cache_dir=cfg.data.cache_dir or None,
         tfds_data_dir=cfg.data.tfds_data_dir or None,
-    )
-
-
-def to_arrays(ds: data.Dataset) -> loop.Arrays:
-    """The dataset's arrays and normalisation, ready for :func:`jaxwm.engine.loop.fit`."""
-    return loop.Arrays(
-        ds.train_images,
-        ds.train_labels,
-        ds.test_images,
-        ds.test_labels,
-        tuple(ds.mean),
-        tuple(ds.std),
-        ds.num_classes,
     )
 
 
@@ -72,10 +60,10 @@ def build_model(cfg: ml_collections.ConfigDict, num_classes: int) -> models.Mode
     )
 
 
-def hparams(section: ml_collections.ConfigDict) -> loop.Hparams:
-    """Maps a ``train``-like config section onto :class:`jaxwm.engine.loop.Hparams`."""
-    fields = loop.Hparams.__dataclass_fields__
-    return loop.Hparams(**{k: section[k] for k in fields if k in section})
+def hparams(section: ml_collections.ConfigDict) -> Hparams:
+    """Maps a ``train``-like config section onto :class:`jaxwm.engine.hparams.Hparams`."""
+    fields = Hparams.__dataclass_fields__
+    return Hparams(**{k: section[k] for k in fields if k in section})
 
 
 def environment() -> dict[str, Any]:
@@ -121,7 +109,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     result = loop.fit(
         model.init,
         model.apply,
-        to_arrays(ds),
+        ds,
         hparams(cfg.train),
         seed=cfg.seed,
         workdir=workdir,
@@ -165,7 +153,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     results = sweep.fit_sweep(
         model.init,
         model.apply,
-        to_arrays(ds),
+        ds,
         hparams(cfg.train),
         seeds=tuple(cfg.sweep.seeds),
         lrs=tuple(cfg.sweep.lrs) or None,

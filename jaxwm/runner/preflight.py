@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxwm import data, manifest, models
-from jaxwm.engine import loop, parallel, partition
+from jaxwm.engine import epochs, parallel, partition
 from jaxwm.errors import ConfigError, PatternError, TriggerSetError
 from jaxwm.runner import experiments, runs
 
@@ -123,7 +123,7 @@ def check_batch_size(cfg: ml_collections.ConfigDict, n_train: int) -> None:
       ConfigError: naming ``train.batch_size``.
     """
     try:
-        loop.epoch_geometry(n_train, cfg.train.batch_size, cfg.train.steps_per_call)
+        epochs.epoch_geometry(n_train, cfg.train.batch_size, cfg.train.steps_per_call)
         if cfg.mode != "sweep" and jax.device_count() > 1:  # loop.fit shards each batch
             parallel.check_divisible(cfg.train.batch_size, parallel.data_mesh())
     except ValueError as e:

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxwm import controls, data, embed, triggers, verify
 from jaxwm.engine import checkpoint, loop, train
+from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import CheckpointError, ConfigError
 from jaxwm.manifest import publication_digest, write_manifest
 from jaxwm.runner import config, experiments, fingerprint
@@ -78,17 +79,16 @@ def make_sets(cfg: ml_collections.ConfigDict, ds: data.Dataset) -> list[tuple[An
     return sets
 
 
-def embed_settings(cfg: ml_collections.ConfigDict) -> embed.EmbedSettings:
-    """``cfg.embed`` as :class:`jaxwm.embed.EmbedSettings`."""
+def embed_settings(cfg: ml_collections.ConfigDict) -> Hparams:
+    """``cfg.embed`` as embedding's :class:`jaxwm.engine.hparams.Hparams` (see ``embed.DEFAULTS``)."""
     e = cfg.embed
-    return embed.EmbedSettings(
+    return embed.hparams(
         epochs=e.epochs,
-        lr=e.lr,
+        peak_lr=e.lr,
         batch_size=e.batch_size,
         optimizer=e.optimizer,
         weight_decay=e.weight_decay,
-        freeze_bn_stats=e.freeze_bn_stats,
-        target_retention=e.target_retention,
+        freeze_state=e.freeze_bn_stats,
     )
 
 
@@ -103,10 +103,9 @@ def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any,
             ds.train_images, ds.train_labels, [(t.images, t.labels) for t, _ in sets],
             cfg.embed.adi_repeat,
         )  # fmt: skip
-        arrays = experiments.to_arrays(ds)
-        arrays = dataclasses.replace(arrays, train_images=x, train_labels=y)
         res = loop.fit(
-            model.init, model.apply, arrays, experiments.hparams(cfg.train),
+            model.init, model.apply, dataclasses.replace(ds, train_images=x, train_labels=y),
+            experiments.hparams(cfg.train),
             seed=seed + 500, progress=cfg.progress, desc="adi",
         )  # fmt: skip
         _say(f"adi: trained from scratch with the triggers mixed in ({res.wall_s:.1f} s)")
@@ -115,15 +114,14 @@ def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any,
     histories = []
     for i, (trig, layers) in enumerate(sets):
         t0 = time.perf_counter()
-        fn = embed.partitioned_embed if method == "partitioned" else embed.baseline_embed
-        extra = {"layers_to_turn": layers} if method == "partitioned" else {}
-        params, state, hist = fn(
+        params, state, hist = embed.embed(
             model.apply, params, state, trig.images, trig.labels,
+            layers_to_turn=layers if method == "partitioned" else None,  # None: the baseline
             settings=settings, mean=ds.mean, std=ds.std,
             key=jax.random.fold_in(jax.random.key(seed), 1000 + i),
             clean_images=ds.train_images, clean_labels=ds.train_labels,
             clean_per_trigger=cfg.embed.clean_per_trigger,
-            **extra,
+            target_retention=cfg.embed.target_retention,
         )  # fmt: skip
         _say(
             f"{method} set {i}: retention {hist[-1]['retention']:.3f} after {len(hist)} epochs "
