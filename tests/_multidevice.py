@@ -29,6 +29,7 @@ import numpy as np
 from jaxwm import data, models
 from jaxwm.engine import loop, optim, parallel, sweep, train
 from jaxwm.engine.hparams import Hparams
+from jaxwm.runner import config
 
 SOURCE = "synthetic:train=256,test=64,classes=4"
 
@@ -181,6 +182,11 @@ def results() -> dict:
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
+    # The default persistent compilation cache, as launch.py and tests/conftest.py use it.
+    cfg = config.defaults()
+    if cfg.compile_cache:
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(cfg.compile_cache).expanduser()))
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(cfg.compile_cache_min_s))
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve())],
         env=env,

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from test_runs import SECRET, TINY, launch
+from test_runs import SECRET, TINY, run_mode
 
 from jaxwm import verify
 from jaxwm.errors import ConfigError
@@ -25,9 +25,9 @@ PNGS = ("fig2_finetune.png", "fig3_pruning.png", "attacks_other.png", "attacks_s
 @pytest.fixture(scope="module")
 def attack_run(tmp_path_factory):
     src = tmp_path_factory.mktemp("pipeline")
-    launch(*TINY, f"--workdir={src}")
+    run_mode(*TINY, f"--workdir={src}")
     wd = tmp_path_factory.mktemp("attack")
-    proc = launch(*TINY, *ATTACK, f"--config.attack.source={src}", f"--workdir={wd}")
+    proc = run_mode(*TINY, *ATTACK, f"--config.attack.source={src}", f"--workdir={wd}")
     return wd, json.loads((wd / "attacks.json").read_text()), proc
 
 
@@ -129,6 +129,6 @@ def test_plot_cli_replots(attack_run, tmp_path):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    proc = launch(*TINY, "--config.mode=attack", f"--workdir={tmp_path}", check=False)
+    proc = run_mode(*TINY, "--config.mode=attack", f"--workdir={tmp_path}", check=False)
     assert proc.returncode != 0 and "attack.source" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_runs import run_mode
 
 from jaxwm.engine import checkpoint
 from jaxwm.runner import cli
@@ -131,20 +132,24 @@ def _leaves(tree):
 
 
 @pytest.mark.parametrize(
-    "override,message",
+    "override,message,cli",
     [
-        ("--config.train.epochs=0", "'train.epochs' must be > 0"),
-        ("--config.train.schedule=step", "'train.schedule' must be cosine|linear|constant"),
-        ("--config.data.source=folder:/nonexistent/x.tar", "/nonexistent/x.tar"),
-        ("--config.data.source=imagenet", "imagenet"),
-        ("--config.mode=dance", "'mode' must be one of"),
+        ("--config.train.epochs=0", "'train.epochs' must be > 0", True),
+        ("--config.train.schedule=step", "'train.schedule' must be cosine|linear|constant", False),
+        ("--config.data.source=folder:/nonexistent/x.tar", "/nonexistent/x.tar", False),
+        ("--config.data.source=imagenet", "imagenet", False),
+        ("--config.mode=dance", "'mode' must be one of", False),
     ],
 )
-def test_bad_config_values_fail_with_field_name(tmp_path, override, message):
-    proc = launch(*TINY, override, f"--workdir={tmp_path}", check=False)
+def test_bad_config_values_fail_with_field_name(tmp_path, override, message, cli):
+    # One case through the real command line (exit status, one line); the others in process,
+    # where run_mode turns the same JaxwmError into launch.py's status and line.
+    run = launch if cli else run_mode
+    proc = run(*TINY, override, f"--workdir={tmp_path}", check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_unknown_and_ill_typed_fields_are_named(tmp_path):
@@ -158,7 +163,7 @@ def test_unknown_and_ill_typed_fields_are_named(tmp_path):
 
 
 def test_sweep_mode_aggregates_seeds_and_lrs(tmp_path):
-    proc = launch(
+    proc = run_mode(
         *TINY, "--config.mode=sweep", "--config.sweep.seeds=(0,1)",
         "--config.sweep.lrs=(0.05,0.1)", "--config.train.epochs=2", f"--workdir={tmp_path}",
     )  # fmt: skip
@@ -185,7 +190,7 @@ def test_a_second_run_on_a_busy_workdir_fails_at_once_naming_the_holder(tmp_path
     try:
         assert holder.stdout.readline().strip() == "held"
         t0 = time.perf_counter()
-        proc = launch(*TINY, "--config.train.epochs=1", f"--workdir={tmp_path}", check=False)
+        proc = run_mode(*TINY, "--config.train.epochs=1", f"--workdir={tmp_path}", check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert "in use by another jaxwm run" in proc.stderr and f"pid {holder.pid}" in proc.stderr
         assert time.perf_counter() - t0 < 60  # at once, not after the holder

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_runs import SECRET, TINY, launch
+from test_runs import SECRET, TINY, run_mode
 
 STUDY = [
     *TINY,
@@ -22,7 +22,7 @@ STUDY = [
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
     wd = tmp_path_factory.mktemp("reproduce")
-    return wd, launch(*STUDY, f"--workdir={wd}")
+    return wd, run_mode(*STUDY, f"--workdir={wd}")
 
 
 def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(in_process):
@@ -43,7 +43,8 @@ def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(in_process
 
 
 def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):
-    proc = launch(*STUDY, "--config.reproduce.processes=2", f"--workdir={tmp_path}")
+    # The dispatcher runs here; its units are the separate processes under test.
+    proc = run_mode(*STUDY, "--config.reproduce.processes=2", f"--workdir={tmp_path}")
     assert "4 (dataset, seed) units as separate processes, 2 at a time" in proc.stderr
     ref = json.loads((in_process[0] / "report.json").read_text())["studies"]
     got = json.loads((tmp_path / "report.json").read_text())["studies"]
@@ -55,11 +56,12 @@ def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):
 
 
 def test_a_failing_unit_process_is_one_clean_error_naming_its_log(tmp_path):
-    proc = launch(
+    proc = run_mode(
         *STUDY,
         "--config.reproduce.processes=2",
         "--config.reproduce.runs=('synthetic=synthetic:train=256,test=64,classes=4',)",
         "--config.reproduce.seeds=(0,)",
+        "--config.train.epochs=1",  # the unit fails once its victim is trained: keep that short
         "--config.embed.layers_to_turn=('no_such_layer',)",  # fails inside the unit process
         f"--workdir={tmp_path}",
         check=False,

@@ -1,5 +1,7 @@
 """Watermark modes end to end on tiny data: pipeline, embed, verify (and its refusals)."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -7,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from jaxwm.errors import JaxwmError
+from jaxwm.runner import modes
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
@@ -41,10 +48,46 @@ def launch(*args, secret=SECRET, check=True):
     return proc
 
 
+def run_mode(*args, secret=SECRET, check=True):
+    """What :func:`launch` does, in this process (no interpreter start, JAX's caches shared).
+
+    The same flags are parsed the way launch.py parses them and a JaxwmError becomes launch.py's
+    exit status 1 and ``error: ...`` line; any other exception propagates (a traceback in the
+    CLI). The environment is restored afterwards.
+    """
+    argv = ["launch.py"]
+    argv += [a.replace("--config=configs/", f"--config={ROOT}/configs/", 1) for a in args]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", str(ROOT / "configs/demo.py"), "", flag_values=fv, sys_argv=argv
+    )
+    flags.DEFINE_string("workdir", None, "", flag_values=fv)
+    fv(argv)
+    cfg = fv["config"].value
+    saved = dict(os.environ)
+    os.environ.pop("JAXWM_SECRET", None)
+    if secret:
+        os.environ["JAXWM_SECRET"] = secret
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            modes.run(cfg, fv["workdir"].value)
+    except JaxwmError as e:
+        code = 1
+        err.write(f"error: {e}\n")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"run failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("pipeline")
-    proc = launch(
+    proc = run_mode(
         *TINY, "--config.pipeline.methods=('partitioned','baseline','adi')", f"--workdir={wd}"
     )
     return wd, proc
@@ -71,13 +114,13 @@ def test_secret_is_never_written(pipeline_run):
         assert SECRET not in path.read_text(), path
 
 
-def _verify(wd, tmp, name, *extra, digest=True, **kw):
+def _verify(wd, tmp, name, *extra, digest=True, **kw):  # in process: see run_mode
     manifest = wd / "watermark"
     args = [*TINY, "--config.mode=verify", f"--config.verify.manifest={manifest}",
             f"--workdir={tmp / name}", *extra]  # fmt: skip
     if digest:
         args.append(f"--config.verify.digest={(manifest / 'DIGEST.txt').read_text().strip()}")
-    proc = launch(*args, **kw)
+    proc = run_mode(*args, **kw)
     path = tmp / name / "verdict.json"
     return proc, (json.loads(path.read_text()) if path.is_file() else None)
 
@@ -123,7 +166,7 @@ def test_verify_without_published_digest_uses_the_strict_level(pipeline_run, tmp
 
 def test_digest_mode_prints_the_published_digest(pipeline_run, tmp_path):
     wd, _ = pipeline_run
-    proc = launch(*TINY, "--config.mode=digest", f"--config.verify.manifest={wd / 'watermark'}",
+    proc = run_mode(*TINY, "--config.mode=digest", f"--config.verify.manifest={wd / 'watermark'}",
                   f"--workdir={tmp_path}")  # fmt: skip
     assert proc.stdout.strip() == (wd / "watermark" / "DIGEST.txt").read_text().strip()
 
@@ -136,7 +179,7 @@ def test_black_box_verification_from_answers_and_endpoint(pipeline_run, tmp_path
     from jaxwm.runner import runs
 
     wd, _ = pipeline_run
-    exp = launch(*TINY, "--config.mode=export", f"--config.verify.manifest={wd / 'watermark'}",
+    exp = run_mode(*TINY, "--config.mode=export", f"--config.verify.manifest={wd / 'watermark'}",
                  f"--workdir={tmp_path / 'export'}")  # fmt: skip
     queries = tmp_path / "export" / "queries"
     images = blackbox.load_queries(queries)
@@ -164,17 +207,17 @@ def test_black_box_verification_from_answers_and_endpoint(pipeline_run, tmp_path
 
 def test_secret_precedence_and_demo_key(pipeline_run, tmp_path):
     wd, _ = pipeline_run
-    both = launch(*TINY, "--config.mode=verify", f"--config.verify.model={wd / 'victim'}",
+    both = run_mode(*TINY, "--config.mode=verify", f"--config.verify.model={wd / 'victim'}",
                   f"--config.verify.manifest={wd / 'watermark'}", "--config.watermark.secret=xyz",
                   f"--workdir={tmp_path}", check=False)  # fmt: skip
     assert both.returncode != 0 and "both set and differ" in both.stderr
-    weak = launch(*TINY, f"--workdir={tmp_path / 'weak'}", secret="short key", check=False)
+    weak = run_mode(*TINY, f"--workdir={tmp_path / 'weak'}", secret="short key", check=False)
     assert weak.returncode != 0 and "too weak" in weak.stderr and "generate_secret" in weak.stderr
 
 
 def test_embed_mode_watermarks_a_trained_model(pipeline_run, tmp_path):
     wd, _ = pipeline_run
-    proc = launch(
+    proc = run_mode(
         *TINY, "--config.mode=embed", "--config.embed.method=baseline",
         f"--config.embed.victim={wd / 'victim'}", f"--workdir={tmp_path}",
     )  # fmt: skip
@@ -186,9 +229,12 @@ def test_embed_mode_watermarks_a_trained_model(pipeline_run, tmp_path):
 
 
 def test_missing_secret_and_missing_victim_are_clear(tmp_path):
+    # The real command line once: a user error is a non-zero exit and one line, no traceback.
     proc = launch(*TINY, f"--workdir={tmp_path}", secret="", check=False)
     assert proc.returncode != 0 and "JAXWM_SECRET" in proc.stderr
-    proc = launch(
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    proc = run_mode(
         *TINY, "--config.mode=embed", f"--config.embed.victim={tmp_path / 'nope'}",
         f"--workdir={tmp_path}", check=False,
     )  # fmt: skip
@@ -201,7 +247,7 @@ def test_null_models_of_another_architecture_use_their_own_predict(pipeline_run,
     wd, _ = pipeline_run
     other = tmp_path / "other_null"
     args = [a for a in TINY if not a.startswith("--config.model.widths")]  # no repeated flag
-    launch(*args, "--config.mode=train", "--config.model.widths=(8,24)", "--config.seed=7",
+    run_mode(*args, "--config.mode=train", "--config.model.widths=(8,24)", "--config.seed=7",
            "--config.train.epochs=2", f"--workdir={other}")  # fmt: skip
     _, v = _verify(wd, tmp_path, "v", f"--config.verify.model={wd / 'baseline'}",
                    f"--config.verify.nulls=('{other}','{wd / 'victim'}')")  # fmt: skip
