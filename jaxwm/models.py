@@ -74,7 +74,10 @@ class _BasicBlock(nn.Module):
         if x.shape[-1] != self.width or self.stride != 1:
             x = conv(self.width, (1, 1), s, name="proj_conv")(x)
             x = bn("proj_bn")(x)
-        return nn.relu(x + y)
+        out = nn.relu(x + y)
+        # The residual stream after this block: a channel of it is a "stream" unit (see resnet).
+        self.sow("intermediates", "out", out)
+        return out
 
 
 def _bn(path: str, train: bool, frozen: Sequence[str], dtype: Any, name: str) -> nn.BatchNorm:
@@ -142,6 +145,7 @@ class ResNet(nn.Module):
             name = f"layer{i + 1}"
             x = _Stage(width, n, 1 if i == 0 else 2, name, self.dtype, name=name)(x, train, frozen)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        self.sow("intermediates", "features", x)  # the penultimate features (head's input)
         return nn.Dense(self.num_classes, dtype=jnp.float32, name="head")(x)
 
 
@@ -157,6 +161,12 @@ class Model:
       prunable: ``{activation name: ((param path, channel axis), ...)}`` -- the parameter slices
         that produce each activation channel, so a channel mask becomes a parameter mask.
       name: Human-readable description.
+      units: Optional, like ``activations`` but for every prunable unit the model exposes
+        (a superset of ``activations``' names), for pruning beyond the block-internal units.
+      unit_prunable: The channel -> parameter table of every name ``units`` returns.
+      unit_scopes: ``{unit name: "block" | "stream" | "penultimate"}``: block-internal
+        activations (the names of ``prunable``), residual-stream channels (stem included),
+        the penultimate features. None when the model exposes only ``prunable``.
     """
 
     init: Callable[[jax.Array, jax.Array], tuple[PyTree, PyTree]]
@@ -164,6 +174,12 @@ class Model:
     activations: Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
     prunable: dict[str, tuple[tuple[str, int], ...]]
     name: str
+    # Optional and last, so the adapters' positional Model(...) calls keep working.
+    units: Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str, jax.Array]]] | None = (
+        None
+    )
+    unit_prunable: dict[str, tuple[tuple[str, int], ...]] | None = None
+    unit_scopes: dict[str, str] | None = None
 
 
 def resnet(
@@ -238,8 +254,25 @@ def _resnet(num_classes: int, stage_sizes: tuple, widths: tuple, dtype: str) -> 
         acts = {
             f"{stage}/{block}": sown["relu1"][0]
             for stage, blocks in mutated["intermediates"].items()
+            if stage.startswith("layer")
             for block, sown in blocks.items()
         }
+        return logits, acts
+
+    def units(
+        params: PyTree, state: PyTree, images: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        variables = {"params": params, "batch_stats": state}
+        logits, mutated = module.apply(variables, images, train=False, mutable=["intermediates"])
+        sown = mutated["intermediates"]
+        acts = {}
+        for i, n_blocks in enumerate(stage_sizes):
+            stage = sown[f"layer{i + 1}"]
+            for j in range(n_blocks):
+                acts[f"layer{i + 1}/block{j}"] = stage[f"block{j}"]["relu1"][0]
+            # A stream channel is measured where it leaves the stage.
+            acts[f"layer{i + 1}/stream"] = stage[f"block{n_blocks - 1}"]["out"][0]
+        acts["features"] = sown["features"][0]
         return logits, acts
 
     prunable = {}
@@ -247,8 +280,27 @@ def _resnet(num_classes: int, stage_sizes: tuple, widths: tuple, dtype: str) -> 
         for j in range(n_blocks):
             p = f"layer{i + 1}/block{j}"
             prunable[p] = ((f"{p}/conv1/kernel", 3), (f"{p}/bn1/scale", 0), (f"{p}/bn1/bias", 0))
+    # A residual-stream channel c of stage i is silenced exactly when everything added into it
+    # is zero at c: every block's conv2/bn2, the projection of block0 (stages > 1) or, in stage
+    # 1 (identity shortcut, same width), the stem -- so the stem is pruned as part of it.
+    unit_prunable = dict(prunable)
+    unit_scopes = dict.fromkeys(prunable, "block")
+    for i, n_blocks in enumerate(stage_sizes):
+        p = f"layer{i + 1}"
+        table = [("stem/conv/kernel", 3), ("stem/bn/scale", 0), ("stem/bn/bias", 0)]
+        if i > 0:
+            b0 = f"{p}/block0"
+            table = [(f"{b0}/proj_conv/kernel", 3), (f"{b0}/proj_bn/scale", 0),
+                     (f"{b0}/proj_bn/bias", 0)]  # fmt: skip
+        for j in range(n_blocks):
+            b = f"{p}/block{j}"
+            table += [(f"{b}/conv2/kernel", 3), (f"{b}/bn2/scale", 0), (f"{b}/bn2/bias", 0)]
+        unit_prunable[f"{p}/stream"] = tuple(table)
+        unit_scopes[f"{p}/stream"] = "stream"
+    unit_prunable["features"] = (("head/kernel", 0),)  # a feature reaches logits only here
+    unit_scopes["features"] = "penultimate"
     name = f"ResNet(stages={tuple(stage_sizes)}, widths={tuple(widths)}, {dtype})"
-    return Model(init, apply, activations, prunable, name)
+    return Model(init, apply, activations, prunable, name, units, unit_prunable, unit_scopes)
 
 
 def resnet18(num_classes: int = 10, *, dtype: str = "float32") -> Model:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -132,3 +133,48 @@ def test_missing_source_is_a_clear_error(tmp_path):
     proc = run_mode(*TINY, "--config.mode=attack", f"--workdir={tmp_path}", check=False)
     assert proc.returncode != 0 and "attack.source" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_split_attacker_never_sees_an_evaluation_image():
+    rng = np.random.RandomState(0)
+    # Train images are even-valued, test images odd: any mix-up shows in the values.
+    ds = SimpleNamespace(
+        train_images=(2 * rng.randint(0, 100, (40, 4, 4, 1))).astype(np.uint8),
+        train_labels=rng.randint(0, 4, 40).astype(np.int32),
+        test_images=(2 * rng.randint(0, 100, (20, 4, 4, 1)) + 1).astype(np.uint8),
+        test_labels=rng.randint(0, 4, 20).astype(np.int32),
+    )
+    x_att, y_att, x_eval, y_eval, info = attack_runs.attacker_data(ds, "train", 0.5, 0)
+    assert len(x_att) == 20 and np.all(x_att % 2 == 0)  # from the training split only
+    assert np.array_equal(x_eval, ds.test_images) and np.array_equal(y_eval, ds.test_labels)
+    assert np.array_equal(x_att, ds.train_images[info["attacker_indices"]])
+    assert (info["attacker_split"], info["eval_split"]) == ("train", "test")
+    x_all, *_ = attack_runs.attacker_data(ds, "train", 1.0, 0)
+    assert np.array_equal(x_all, ds.train_images)  # Adi et al.: the whole training set
+    x_t, _, x_e, _, info_t = attack_runs.attacker_data(ds, "test", 0.5, 0)
+    assert np.all(x_t % 2 == 1) and len(x_t) + len(x_e) == 20 and info_t["attacker_split"] == "test"
+    with pytest.raises(ConfigError, match="data_fraction"):
+        attack_runs.attacker_data(ds, "test", 1.0, 0)  # the test split must keep an evaluation
+
+
+def test_variant_attacks_record_their_columns(attack_run, tmp_path):
+    # The same pipeline as attack_run: Liu fine-pruning, scoped per-layer pruning, RTLL read
+    # both ways, all on the training split.
+    _, out, _ = attack_run
+    run_mode(*TINY, "--config.mode=attack", f"--config.attack.source={out['source']}",
+             "--config.attack.kinds=('rtll','prune','liu_fine_prune')",
+             "--config.attack.schemes=('partitioned',)", "--config.attack.ft_epochs=(1,)",
+             "--config.attack.prune_ratios=(0.5,)", "--config.attack.prune_scope=all",
+             "--config.attack.prune_ranking=layer", "--config.attack.liu_max_drop=(0.04,1.0)",
+             "--config.attack.fine_prune_epochs=0", "--config.attack.data_split=train",
+             "--config.attack.batch_size=16", "--config.attack.plots=False",
+             f"--workdir={tmp_path}")  # fmt: skip
+    new = json.loads((tmp_path / "attacks.json").read_text())
+    assert new["split"]["attacker_split"] == "train" and new["split"]["eval"] == 64
+    lines = (tmp_path / "attacks.csv").read_text().splitlines()
+    rows = {(r["attack"], r["strength"]): r for r in csv.DictReader(lines)}
+    assert 0 <= float(rows["rtll", "1"]["retention_owner_head"]) <= 1
+    assert rows["prune", "0.5"]["retention_owner_head"] == ""  # only RT* swap a head
+    liu = [float(rows["liu_fine_prune", s]["pruned_fraction"]) for s in ("0.04", "1.0")]
+    assert liu[0] <= liu[1] == 31 / 32  # widths (16, 32): all but one channel at drop 1.0
+    assert rows["liu_fine_prune", "1.0"]["unit"] == "max_drop"

@@ -16,6 +16,7 @@ import pytest
 
 from jaxwm import attacks, embed, models
 from jaxwm.engine import compile_stats, train
+from jaxwm.errors import ConfigError
 
 MEAN, STD = (0.3,), (0.3,)
 LR, BS = 0.05, 32
@@ -454,3 +455,101 @@ def test_adaptive_attacker_replays_embeddings_schedule_when_epochs_lt_layers(mod
     changed = _changed(victim[0], p)
     assert any(c for path, c in changed.items() if "layer2" in path)
     assert not any(c for path, c in changed.items() if "layer1" in path)
+
+
+# ------------------------------------------------------- pruning scopes and Liu et al.
+
+
+def test_scope_units_name_block_stream_and_penultimate_units(model):
+    assert attacks.scope_units("block", model.prunable, model.unit_scopes) == list(model.prunable)
+    every = attacks.scope_units("all", model.prunable, model.unit_scopes)
+    assert sorted(every) == ["layer1/block0", "layer1/stream", "layer2/block0", "layer2/stream"]
+    assert attacks.scope_units("penultimate", model.prunable, model.unit_scopes) == ["features"]
+    assert set(model.unit_prunable) == set(model.unit_scopes)
+    with pytest.raises(ConfigError, match="prune_scope='all' needs a model"):
+        attacks.scope_units("all", model.prunable, None)  # an adapter's model: block units only
+    with pytest.raises(ConfigError, match="prune_scope must be one of"):
+        attacks.scope_units("stem", model.prunable, model.unit_scopes)
+
+
+def test_per_layer_ranking_over_every_conv_output_silences_the_stream_exactly(model, victim, data):
+    params, state = victim
+    names = attacks.scope_units("all", model.prunable, model.unit_scopes)
+    freqs = attacks.activation_frequency(model.units, params, state, data[0], mean=MEAN, std=STD)
+    keep = attacks.frequency_keep_masks({k: freqs[k] for k in names}, 0.5, scope="layer")
+    # The same fraction in each layer: half of 4, 4, 8 and 8 channels.
+    assert {k: int((~v).sum()) for k, v in keep.items()} == {
+        "layer1/block0": 2, "layer1/stream": 2, "layer2/block0": 4, "layer2/stream": 4,
+    }  # fmt: skip
+    mask = attacks.channel_masks_to_param_mask(keep, model.unit_prunable, params)
+    assert not mask["stem"]["conv"]["kernel"].all()  # the stem is part of layer1's stream
+    x = jnp.asarray(np.random.RandomState(4).normal(size=(8, 8, 8, 1)), jnp.float32)
+    units = jax.jit(model.units)
+    _, before = units(params, state, x)
+    _, after = units(attacks.apply_mask(params, mask), state, x)
+    for name, k in keep.items():
+        assert np.all(np.asarray(after[name])[..., ~k] == 0), name
+        assert np.any(np.asarray(before[name])[..., ~k] > 0), name
+    # The block-internal table is the one activations() reports; units() adds the others.
+    _, acts = model.activations(params, state, x)
+    assert set(acts) == set(model.prunable) and set(acts) < set(before)
+
+
+def test_penultimate_scope_touches_only_the_heads_input_rows(model, victim, data):
+    params, state = victim
+    names = attacks.scope_units("penultimate", model.prunable, model.unit_scopes)
+    freqs = attacks.activation_frequency(model.units, params, state, data[0], mean=MEAN, std=STD)
+    keep = attacks.frequency_keep_masks({k: freqs[k] for k in names}, 0.5)
+    mask = attacks.channel_masks_to_param_mask(keep, model.unit_prunable, params)
+    pruned = attacks.apply_mask(params, mask)
+    changed = {k for k, v in _changed(params, pruned).items() if v}
+    assert changed == {"['head']['kernel']"}
+    rows = np.all(np.asarray(pruned["head"]["kernel"]) == 0, axis=1)
+    assert np.array_equal(rows, ~keep["features"]) and rows.sum() == 4  # floor(0.5 * 8)
+
+
+def test_liu_prune_stops_at_the_stated_accuracy_drop(model, victim, data):
+    params, state = victim
+    x, y = data
+    layer = attacks.default_layer(model.prunable)
+    assert layer == "layer2/block0"  # the last block-internal convolution output
+    ranks = np.argsort(
+        attacks.mean_activation(model.activations, params, state, x, mean=MEAN, std=STD)[layer],
+        kind="stable",
+    )
+    counts = []
+    for drop in (0.0, 0.04, 1.0):
+        p, mask, info = attacks.liu_prune(
+            model.apply, model.activations, model.prunable, params, state, x, y,
+            layer=layer, max_drop=drop, mean=MEAN, std=STD,
+        )  # fmt: skip
+        n, base, accs = info["pruned"], info["base_accuracy"], info["accuracies"]
+        assert all(base - a <= drop + 1e-9 for a in accs[:n])  # every kept step within it
+        if n < info["channels"] - 1:
+            assert base - accs[n] > drop  # one more channel would exceed the threshold
+            assert len(accs) == n + 1  # and pruning stopped there
+        gone = ~mask["layer2"]["block0"]["bn1"]["scale"]
+        assert np.array_equal(np.flatnonzero(gone), np.sort(ranks[:n]))  # least active first
+        acc = float(train.make_eval(model.apply, MEAN, STD)(p, state, x, y))
+        assert acc == (accs[n - 1] if n else base)
+        counts.append(n)
+    assert counts[0] <= counts[1] <= counts[2] == 7  # a larger threshold prunes more
+    assert counts[0] < 7  # the stopping rule did stop somewhere
+
+
+def test_liu_fine_prune_keeps_its_pruned_channels_at_zero(model, victim, data):
+    params, state = victim
+    p, s, info = attacks.liu_fine_prune(
+        model.apply, model.activations, model.prunable, params, state, *data,
+        layer="layer2/block0", max_drop=1.0, key=jax.random.key(9), epochs=1, **FT,
+    )  # fmt: skip
+    assert info["pruned"] == 7
+    _, acts = model.activations(
+        p, s, jnp.asarray(np.random.RandomState(0).normal(size=(4, 8, 8, 1)))
+    )
+    a = np.asarray(acts["layer2/block0"])
+    assert int(np.sum(np.all(a == 0, axis=(0, 1, 2)))) >= 7
+    assert any(_changed(params, p).values())
+    with pytest.raises(ConfigError, match="liu_layer='nope'"):
+        attacks.liu_prune(model.apply, model.activations, model.prunable, params, state, *data,
+                          layer="nope", max_drop=0.04, mean=MEAN, std=STD)  # fmt: skip

@@ -19,8 +19,12 @@ Pruning (:mod:`.prune`):
 
 * :func:`activation_frequency`, :func:`frequency_keep_masks`, :func:`frequency_prune` --
   remove the least frequently active channels (the paper's Figure 3);
-* :func:`fine_prune` -- fine-pruning, Liu et al. 2018, "Fine-Pruning: Defending Against
+* :func:`fine_prune` -- fine-pruning after Liu et al. 2018, "Fine-Pruning: Defending Against
   Backdooring Attacks on Deep Neural Networks" (RAID): prune, then fine-tune;
+* :func:`scope_units` -- which units those prune: block-internal (default), every conv output
+  with the residual stream and stem, or the penultimate features;
+* :func:`liu_fine_prune` (:mod:`.liu`) -- fine-pruning as Liu et al. run it: the last layer,
+  least mean activation first, until clean accuracy drops by ``max_drop``; then fine-tune;
 * :func:`magnitude_mask` (:mod:`.magnitude`) -- global unstructured weight pruning;
   :func:`apply_mask`, :func:`channel_masks_to_param_mask` turn masks into pruned parameters.
 
@@ -49,21 +53,29 @@ Example:
 from jaxwm.attacks.adaptive import adaptive_finetune
 from jaxwm.attacks.distill import distill, make_distill_step
 from jaxwm.attacks.finetune import finetune, finetune_sweep, ftal, ftll, rtal, rtll
+from jaxwm.attacks.liu import default_layer, liu_fine_prune, liu_prune
 from jaxwm.attacks.magnitude import apply_mask, magnitude_mask
 from jaxwm.attacks.prune import (
+    RANKINGS,
+    SCOPES,
     activation_frequency,
     channel_masks_to_param_mask,
     fine_prune,
     frequency_keep_masks,
     frequency_prune,
+    mean_activation,
+    scope_units,
 )
 from jaxwm.attacks.quantize import gaussian_noise, quantize
 
 __all__ = [
+    "RANKINGS",
+    "SCOPES",
     "activation_frequency",
     "adaptive_finetune",
     "apply_mask",
     "channel_masks_to_param_mask",
+    "default_layer",
     "distill",
     "fine_prune",
     "finetune",
@@ -73,9 +85,13 @@ __all__ = [
     "ftal",
     "ftll",
     "gaussian_noise",
+    "liu_fine_prune",
+    "liu_prune",
     "magnitude_mask",
     "make_distill_step",
+    "mean_activation",
     "quantize",
     "rtal",
     "rtll",
+    "scope_units",
 ]

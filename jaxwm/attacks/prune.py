@@ -31,6 +31,7 @@ from jaxwm.attacks.finetune import finetune
 from jaxwm.attacks.magnitude import apply_mask, prune_count
 from jaxwm.engine import compiled, partition, train
 from jaxwm.engine.epochs import ApplyFn, ParamsState
+from jaxwm.errors import ConfigError
 
 PyTree = Any
 ActivationsFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
@@ -39,7 +40,7 @@ Prunable = Mapping[str, Sequence[tuple[str, int]]]
 
 @compiled.cached
 def _batch_counts(activations_fn: ActivationsFn, mean: tuple, std: tuple) -> Callable:
-    """Jitted ``(params, state, images_u8, valid) -> {name: (active (C,), positions)}``."""
+    """Jitted ``(params, state, images_u8, valid) -> {name: (active (C,), positions, sum (C,))}``."""
 
     def counts(params, state, images, valid):
         _, acts = activations_fn(params, state, train.normalize(images, mean, std))
@@ -49,7 +50,8 @@ def _batch_counts(activations_fn: ActivationsFn, mean: tuple, std: tuple) -> Cal
             axes = tuple(range(a.ndim - 1))  # every axis but channels: examples x positions
             active = jnp.sum((a > 0) & rows, axis=axes, dtype=jnp.int32)
             positions = jnp.sum(valid, dtype=jnp.int32) * math.prod(a.shape[1:-1])
-            out[name] = (active, positions)
+            total = jnp.sum(jnp.where(rows, a.astype(jnp.float32), 0.0), axis=axes)
+            out[name] = (active, positions, total)
         return out
 
     return jax.jit(counts)
@@ -84,10 +86,52 @@ def activation_frequency(
       >>> f["layer1/block0"].shape
       (64,)
     """
+    parts = _stats(activations_fn, params, state, images, mean, std, batch_size)
+    freqs = {}
+    for name in parts[0]:
+        active = sum(p[name][0].astype(np.int64) for p in parts)  # int64: no overflow on big sets
+        positions = sum(int(p[name][1]) for p in parts)
+        freqs[name] = (active / positions).astype(np.float32)
+    return freqs
+
+
+def mean_activation(
+    activations_fn: ActivationsFn,
+    params: PyTree,
+    state: PyTree,
+    images: Any,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Per channel, the mean activation over (example, position) pairs: Liu et al.'s ranking.
+
+    Args:
+      activations_fn, params, state, images, mean, std, batch_size: As in
+        :func:`activation_frequency`.
+
+    Returns:
+      ``{name: float32 (C,)}`` mean (post-ReLU, so non-negative) activations.
+
+    Example:
+      >>> m = mean_activation(model.activations, params, state, x, mean=m, std=sd)
+    """
+    parts = _stats(activations_fn, params, state, images, mean, std, batch_size)
+    out = {}
+    for name in parts[0]:
+        total = sum(p[name][2].astype(np.float64) for p in parts)
+        positions = sum(int(p[name][1]) for p in parts)
+        out[name] = (total / positions).astype(np.float32)
+    return out
+
+
+def _stats(activations_fn, params, state, images, mean, std, batch_size) -> list[dict]:
+    """The per-batch ``(active, positions, sum)`` of every activation, fetched to the host."""
     images = np.asarray(images, np.uint8)
     n = images.shape[0]
     if n == 0:
-        raise ValueError("activation_frequency needs at least one image")
+        raise ValueError("activation statistics need at least one image")
     bs = min(batch_size, n)
     nb = -(-n // bs)
     padded = np.zeros((nb * bs, *images.shape[1:]), np.uint8)
@@ -99,13 +143,54 @@ def activation_frequency(
         fn(params, state, padded[i * bs : (i + 1) * bs], valid[i * bs : (i + 1) * bs])
         for i in range(nb)
     ]
-    parts = jax.device_get(parts)
-    freqs = {}
-    for name in parts[0]:
-        active = sum(p[name][0].astype(np.int64) for p in parts)  # int64: no overflow on big sets
-        positions = sum(int(p[name][1]) for p in parts)
-        freqs[name] = (active / positions).astype(np.float32)
-    return freqs
+    return jax.device_get(parts)
+
+
+SCOPES = ("block", "all", "penultimate")
+RANKINGS = ("global", "layer")
+
+
+def scope_units(
+    scope: str, prunable: Prunable, unit_scopes: Mapping[str, str] | None = None
+) -> list[str]:
+    """The units activation-frequency pruning may remove, for a pruning scope.
+
+    * ``"block"`` -- the block-internal activations of ``prunable`` (the paper's attack and
+      jaxwm's default): the residual stream, the stem and the penultimate features stay whole.
+    * ``"all"`` -- every convolution output the model exposes: the block-internal units and the
+      residual-stream channels (with the stem, which feeds the first stage's stream).
+    * ``"penultimate"`` -- only the penultimate features (the classifier's inputs).
+
+    Args:
+      scope: One of :data:`SCOPES`.
+      prunable: The model's block-internal table (:attr:`jaxwm.models.Model.prunable`).
+      unit_scopes: ``{unit: "block" | "stream" | "penultimate"}``
+        (:attr:`jaxwm.models.Model.unit_scopes`), None when the model exposes no more units.
+
+    Returns:
+      Unit names, in table order; measure them with the model's ``units`` function and turn
+      masks into parameter masks with its ``unit_prunable`` table (or ``activations`` /
+      ``prunable`` for ``"block"``).
+
+    Raises:
+      ConfigError: for an unknown scope, or one the model does not expose.
+
+    Example:
+      >>> scope_units("penultimate", model.prunable, model.unit_scopes)
+      ['features']
+    """
+    if scope not in SCOPES:
+        raise ConfigError(f"attack.prune_scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "block":
+        return list(prunable)
+    if not unit_scopes:
+        raise ConfigError(
+            f"attack.prune_scope={scope!r} needs a model that exposes its residual stream and "
+            "penultimate features (jaxwm.models.resnet does; adapters expose only block units); "
+            "use attack.prune_scope='block'"
+        )
+    want = ("block", "stream") if scope == "all" else ("penultimate",)
+    return [k for k, v in unit_scopes.items() if v in want]
 
 
 def frequency_keep_masks(

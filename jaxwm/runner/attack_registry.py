@@ -86,7 +86,8 @@ class AttackKind:
     Attributes:
       name: The kind, as ``attack.kinds`` lists it and records name it.
       points: Yields ``(strength, params, state, extra record fields)`` per strength.
-      unit: Unit of the strengths ("epochs", "ratio", "bits", "sigma").
+      unit: Unit of the strengths ("epochs", "ratio", "bits", "sigma", "max_drop": the
+        clean-accuracy drop, as a fraction, at which liu_fine_prune stops pruning).
       strengths: The ``attack.*`` config field holding its strengths.
       group: The figure of :mod:`jaxwm.runner.plots` it is drawn in.
       panel: Its panel's position in that figure (the paper's main setting first).
@@ -108,8 +109,30 @@ def _data(ctx: AttackContext, key) -> dict[str, Any]:
     return dict(mean=ctx.mean, std=ctx.std, key=key, batch_size=ctx.cfg.attack.batch_size)
 
 
+def owner_head(attacked: PyTree, stolen: PyTree) -> PyTree:
+    """The attacked parameters with the stolen model's classifier put back.
+
+    Adi et al.'s reference code (WatermarkNN, ``fine-tune.py``) measures the watermark of a
+    re-initialised-head attack (RTLL/RTAL) this way: after each epoch it swaps the owner's
+    original last layer back in, tests the trigger set, then plugs the attacker's layer back.
+
+    Args:
+      attacked: Parameters after the attack.
+      stolen: The watermarked model's parameters (same structure).
+
+    Returns:
+      ``attacked`` with every leaf under :data:`LAST_LAYER` taken from ``stolen``.
+    """
+    return {k: (stolen[k] if k == LAST_LAYER else v) for k, v in attacked.items()}
+
+
 def _finetune(ctx, params, state, key, strengths, *, last_only: bool, reinit: bool):
-    """FTLL/FTAL/RTLL/RTAL: one training run gives every strength (snapshots, constant lr)."""
+    """FTLL/FTAL/RTLL/RTAL: one training run gives every strength (snapshots, constant lr).
+
+    RTLL/RTAL also record ``retention_owner_head``: retention through the owner's original head
+    on the attacked features, as Adi et al. measure it (the ``retention`` column reads the
+    attacker's new head, the model the attacker actually deploys).
+    """
     extra: dict[str, Any] = {}
     if last_only:
         extra["trainable"] = [LAST_LAYER]
@@ -119,7 +142,11 @@ def _finetune(ctx, params, state, key, strengths, *, last_only: bool, reinit: bo
                                   strengths=list(strengths), lr=ctx.cfg.attack.ft_lr,
                                   **_data(ctx, key), **extra)  # fmt: skip
     for e, (p, s) in zip(strengths, outs, strict=True):
-        yield e, p, s, {}
+        extra = {}
+        if reinit:
+            labels = ctx.labels_on(owner_head(p, params), s)
+            extra["retention_owner_head"] = verify.retention(labels, ctx.trig.labels)
+        yield e, p, s, extra
 
 
 def _adaptive(ctx, params, state, key, strengths):
@@ -133,14 +160,28 @@ def _adaptive(ctx, params, state, key, strengths):
         yield e, p, s, {}
 
 
-def _prune(ctx, params, state, key, strengths):
-    """Activation-frequency pruning: the frequencies are measured once, on the attacker's data."""
+def _scoped(ctx) -> tuple[Callable, dict, list[str]]:
+    """``(activations fn, prunable table, unit names)`` of ``attack.prune_scope``."""
     m = ctx.model
-    freqs = attacks.activation_frequency(m.activations, params, state, ctx.x_att,
+    names = attacks.scope_units(ctx.cfg.attack.prune_scope, m.prunable, m.unit_scopes)
+    if ctx.cfg.attack.prune_scope == "block":
+        return m.activations, m.prunable, names
+    return m.units, m.unit_prunable, names
+
+
+def _prune(ctx, params, state, key, strengths):
+    """Activation-frequency pruning: the frequencies are measured once, on the attacker's data.
+
+    ``attack.prune_scope`` says which units may go, ``attack.prune_ranking`` whether the ratio
+    is counted over all of them (the paper) or within each layer.
+    """
+    acts_fn, table, names = _scoped(ctx)
+    freqs = attacks.activation_frequency(acts_fn, params, state, ctx.x_att,
                                          mean=ctx.mean, std=ctx.std)  # fmt: skip
+    freqs = {k: freqs[k] for k in names}
     for r in strengths:
-        keep = attacks.frequency_keep_masks(freqs, r)
-        mask = attacks.channel_masks_to_param_mask(keep, m.prunable, params)
+        keep = attacks.frequency_keep_masks(freqs, r, scope=ctx.cfg.attack.prune_ranking)
+        mask = attacks.channel_masks_to_param_mask(keep, table, params)
         yield r, attacks.apply_mask(params, mask), state, {}
 
 
@@ -151,12 +192,29 @@ def _magnitude(ctx, params, state, key, strengths):
 
 def _fine_prune(ctx, params, state, key, strengths):
     m, a = ctx.model, ctx.cfg.attack
+    acts_fn, table, names = _scoped(ctx)
     for r in strengths:
         p, s = attacks.fine_prune(
-            m.apply, m.activations, m.prunable, params, state, ctx.x_att, ctx.y_att,
-            ratio=r, epochs=a.fine_prune_epochs, lr=a.ft_lr, **_data(ctx, key),
+            m.apply, acts_fn, table, params, state, ctx.x_att, ctx.y_att,
+            ratio=r, epochs=a.fine_prune_epochs, lr=a.ft_lr, scope=a.prune_ranking, layers=names,
+            **_data(ctx, key),
         )  # fmt: skip
         yield r, p, s, {}
+
+
+def _liu_fine_prune(ctx, params, state, key, strengths):
+    """Liu et al.'s fine-pruning; a strength is the accuracy drop that stops the pruning."""
+    m, a = ctx.model, ctx.cfg.attack
+    layer = a.liu_layer or attacks.default_layer(m.prunable)
+    acts_fn, table = m.activations, m.prunable
+    if layer not in table and m.unit_prunable and layer in m.unit_prunable:
+        acts_fn, table = m.units, m.unit_prunable  # a stream or penultimate unit
+    for drop in strengths:
+        p, s, info = attacks.liu_fine_prune(
+            m.apply, acts_fn, table, params, state, ctx.x_att, ctx.y_att, layer=layer,
+            max_drop=drop, epochs=a.fine_prune_epochs, lr=a.ft_lr, **_data(ctx, key),
+        )  # fmt: skip
+        yield drop, p, s, {"pruned_fraction": info["pruned"] / info["channels"]}
 
 
 def _quantize(ctx, params, state, key, strengths):
@@ -229,6 +287,8 @@ KINDS: tuple[AttackKind, ...] = (
                "other", 2, "Distillation"),
     AttackKind("overwrite", _overwrite, "epochs", "overwrite_epochs",
                "other", 3, "Overwriting"),
+    AttackKind("liu_fine_prune", _liu_fine_prune, "max_drop", "liu_max_drop",
+               "pruning", 3, "Fine-pruning (Liu et al.: last layer to a drop)"),
 )  # fmt: skip
 REGISTRY: dict[str, AttackKind] = {k.name: k for k in KINDS}
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # tests/test_attack_registry.py: unique, fields exist

@@ -4,7 +4,9 @@ Reads ``attack.source`` (a ``pipeline`` run directory: ``victim/``, ``partitione
 ``baseline/``, ``watermark/manifest0.json``), regenerates the owner's trigger set from the secret,
 and attacks each watermarked model with every kind in ``attack.kinds`` at every strength. The
 attacker's data is a held-out share (``attack.data_fraction``) of the *test* set; clean accuracy
-is measured on the rest, so attacker data never overlaps evaluation data.
+is measured on the rest, so attacker data never overlaps evaluation data; with
+``attack.data_split=train`` the attacker gets a share of the *training* set instead and the
+whole test set evaluates (:func:`attacker_data`).
 
 Each point is verified as the owner would (:func:`jaxwm.verify.verify_predictions`: the control
 test against fresh-key triggers, the permutation test, and the null threshold fitted on the
@@ -66,6 +68,42 @@ def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:n_att]), np.sort(perm[n_att:])
+
+
+def attacker_data(
+    ds: Any, split: str, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The attacker's images and the evaluation images, from disjoint sources.
+
+    ``split="test"``: a ``fraction`` share of the test set (:func:`split_attacker`), the rest
+    evaluates. ``split="train"`` (Adi et al.'s attacker fine-tunes on the training set): a
+    ``fraction`` share of the training set (1 = all of it, as Adi et al.), and the whole test
+    set evaluates -- the attacker never sees an evaluation image either way.
+
+    Args:
+      ds: The :class:`jaxwm.data.Dataset`.
+      split: "test" or "train".
+      fraction: Share of ``split`` given to the attacker.
+      seed: Seed of the share's random permutation.
+
+    Returns:
+      ``(x_att, y_att, x_eval, y_eval, info)``; ``info`` names the splits and holds the
+      attacker's indices into its split.
+    """
+    if split == "test":
+        att, ev = split_attacker(len(ds.test_labels), fraction, seed)
+        x_att, y_att = ds.test_images[att], ds.test_labels[att]
+        x_eval, y_eval = ds.test_images[ev], ds.test_labels[ev]
+    elif split == "train":
+        n = len(ds.train_labels)
+        att = np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(fraction * n))])
+        x_att, y_att = ds.train_images[att], ds.train_labels[att]
+        x_eval, y_eval = ds.test_images, ds.test_labels
+    else:
+        raise ConfigError(f"attack.data_split must be 'test' or 'train', got {split!r}")
+    info = {"fraction": fraction, "attacker_split": split, "eval_split": "test",
+            "attacker": len(y_att), "eval": len(y_eval), "attacker_indices": att.tolist()}  # fmt: skip
+    return x_att, y_att, x_eval, y_eval, info
 
 
 def decision_threshold(
@@ -192,11 +230,11 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     ctl = controls.control_sets(trig.params, key, source_images=images,
                                 count=controls.control_count(trig.kind, cfg.verify.alpha),
                                 source_labels=labels)  # fmt: skip
-    att_idx, eval_idx = split_attacker(len(ds.test_labels), cfg.attack.data_fraction, cfg.seed)
+    a = cfg.attack
+    x_att, y_att, x_eval, y_eval, split = attacker_data(ds, a.data_split, a.data_fraction, cfg.seed)
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))
     ctx = AttackContext(
-        cfg, model, mean, std, ds.test_images[att_idx], ds.test_labels[att_idx],
-        ds.test_images[eval_idx], ds.test_labels[eval_idx], trig, int(manifest["num_classes"]),
+        cfg, model, mean, std, x_att, y_att, x_eval, y_eval, trig, int(manifest["num_classes"]),
         [], train.make_eval(model.apply, mean, std), train.make_predict(model.apply, mean, std),
         runs.embed_settings(cfg), np.concatenate([c.images for c in ctl]) if ctl else None,
         np.concatenate([c.labels for c in ctl]) if ctl else None,
@@ -211,7 +249,8 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     threshold = decision_threshold(len(trig), ctx.num_classes, cfg.verify.alpha, null_thr,
                                    triggers.chance_level(trig.params))  # fmt: skip
     v_acc, v_verdict = ctx.measure(v_params, v_state)
-    _say(f"attack: {len(att_idx)} attacker / {len(eval_idx)} evaluation test images; "
+    _say(f"attack: {len(y_att)} attacker ({a.data_split} split) / {len(y_eval)} evaluation "
+         f"(test split) images; "
          f"victim acc {v_acc:.3f} retention {v_verdict.retention:.3f}; ownership needs "
          f"retention >= {threshold:.3f} and the control test (nulls "
          f"{[round(x, 3) for x in ctx.nulls]})")  # fmt: skip
@@ -249,8 +288,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     out = {
         "source": str(src), "dataset": ds.name, "num_classes": ctx.num_classes,
         "model": model.name, "trigger": {k: manifest[k] for k in ("kind", "size", "commitment")},
-        "split": {"fraction": cfg.attack.data_fraction, "attacker": len(att_idx),
-                  "eval": len(eval_idx), "attacker_indices": att_idx.tolist()},
+        "split": split,
         "victim": {"clean_accuracy": v_acc, **v_verdict.to_dict()},
         "null_retentions": ctx.nulls, "null_threshold": null_thr,
         "decision_threshold": threshold, "chance": 1.0 / ctx.num_classes,

@@ -29,7 +29,7 @@ from jaxwm.runner import attack_registry
 # Columns of attacks.csv: the fields of one point record, in order.
 CSV_FIELDS = ("attack", "scheme", "strength", "unit", "clean_accuracy", "accuracy_drop",
               "retention", "k", "n", "p_value", "log10_p_value", "owned", "success",
-              "attacker_retention")  # fmt: skip
+              "attacker_retention", "retention_owner_head", "pruned_fraction")  # fmt: skip
 
 
 def stronger(attack: str, strength: float) -> float:

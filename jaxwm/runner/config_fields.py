@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jaxwm import attacks
 from jaxwm.runner import attack_registry
 
 MODES = ("train", "sweep", "embed", "digest", "export", "verify", "pipeline", "attack",
@@ -198,8 +199,13 @@ FIELDS: tuple[Field, ...] = (
     F("attack.kinds", attack_registry.NAMES, "attack kinds (jaxwm.runner.attack_registry)",
       tuple_of(lambda k: k in attack_registry.NAMES,
                 f"a non-empty tuple of {'|'.join(attack_registry.NAMES)}")),
+    F("attack.data_split", "test",
+      "where the attacker's data comes from: test (a share of the test set; the rest "
+      "evaluates) | train (a share of the training set; the whole test set evaluates)",
+      one_of("test", "train")),
     F("attack.data_fraction", 0.5,
-      "share of the TEST set given to the attacker; the rest evaluates", UNIT_OPEN),
+      "share of attack.data_split given to the attacker (test: the rest evaluates; train: 1 "
+      "gives the whole training set)", Check(lambda v: 0 < v <= 1, "in (0, 1]")),
     F("attack.batch_size", 64, "attacker's images per step", POSITIVE),
     F("attack.ft_epochs", (0, 1, 2, 4, 8), "ftll/ftal/rtll/rtal/adaptive strengths (epochs)",
       tuple_of(lambda x: x >= 0, "a non-empty tuple of epochs >= 0")),
@@ -207,7 +213,19 @@ FIELDS: tuple[Field, ...] = (
     F("attack.prune_ratios", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
       "ratios of prune (activation frequency), magnitude and fine_prune",
       tuple_of(lambda x: 0 <= x <= 1, "a non-empty tuple of ratios in [0, 1]")),
-    F("attack.fine_prune_epochs", 2, "fine-tuning epochs after fine_prune's pruning", NONNEG),
+    F("attack.fine_prune_epochs", 2,
+      "fine-tuning epochs after fine_prune's and liu_fine_prune's pruning", NONNEG),
+    F("attack.prune_scope", "block",
+      "units prune/fine_prune remove: block (block-internal) | all (also residual stream and "
+      "stem) | penultimate (the head's input features)", one_of(*attacks.SCOPES)),
+    F("attack.prune_ranking", "global",
+      "prune/fine_prune ranking: global (one over all units) | layer (the ratio in each layer)",
+      one_of(*attacks.RANKINGS)),
+    F("attack.liu_max_drop", (0.04,),
+      "liu_fine_prune strengths: clean-accuracy drop (fraction) that stops its pruning",
+      tuple_of(lambda x: 0 <= x < 1, "a non-empty tuple of fractions in [0, 1)")),
+    F("attack.liu_layer", "",
+      "liu_fine_prune's layer: a unit of the model's table ('' = the last block-internal one)"),
     F("attack.quant_bits", (8, 6, 4), "quantize strengths (bits; fewer = stronger)",
       tuple_of(lambda x: 2 <= x <= 16, "a non-empty tuple of bit widths in [2, 16]")),
     F("attack.noise_sigmas", (0.0, 0.05, 0.1, 0.2, 0.5), "multiples of each layer's weight std",
