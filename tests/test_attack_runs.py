@@ -48,7 +48,8 @@ def test_writes_results_table_and_plots(attack_run):
 
 def test_records_are_complete_and_consistent(attack_run):
     _, out, _ = attack_run
-    fields = set(attack_runs.CSV_FIELDS) - {"attacker_retention"}
+    kind_specific = {"attacker_retention", "retention_owner_head", "pruned_fraction"}
+    fields = set(attack_runs.CSV_FIELDS) - kind_specific
     for r in out["records"]:
         assert fields <= set(r), set(r) ^ fields
         assert r["unit"] == attack_registry.get(r["attack"]).unit
@@ -166,7 +167,8 @@ def test_variant_attacks_record_their_columns(attack_run, tmp_path):
              "--config.attack.schemes=('partitioned',)", "--config.attack.ft_epochs=(1,)",
              "--config.attack.prune_ratios=(0.5,)", "--config.attack.prune_scope=all",
              "--config.attack.prune_ranking=layer", "--config.attack.liu_max_drop=(0.04,1.0)",
-             "--config.attack.fine_prune_epochs=0", "--config.attack.data_split=train",
+             "--config.attack.fine_prune_epochs=0", "--config.attack.liu_layer=layer1/block0",
+             "--config.attack.data_split=train",
              "--config.attack.batch_size=16", "--config.attack.plots=False",
              f"--workdir={tmp_path}")  # fmt: skip
     new = json.loads((tmp_path / "attacks.json").read_text())
@@ -176,5 +178,5 @@ def test_variant_attacks_record_their_columns(attack_run, tmp_path):
     assert 0 <= float(rows["rtll", "1"]["retention_owner_head"]) <= 1
     assert rows["prune", "0.5"]["retention_owner_head"] == ""  # only RT* swap a head
     liu = [float(rows["liu_fine_prune", s]["pruned_fraction"]) for s in ("0.04", "1.0")]
-    assert liu[0] <= liu[1] == 31 / 32  # widths (16, 32): all but one channel at drop 1.0
+    assert liu[0] <= liu[1] == 15 / 16  # width 16: all but one channel at drop 1.0
     assert rows["liu_fine_prune", "1.0"]["unit"] == "max_drop"

@@ -223,7 +223,7 @@ FIELDS: tuple[Field, ...] = (
       one_of(*attacks.RANKINGS)),
     F("attack.liu_max_drop", (0.04,),
       "liu_fine_prune strengths: clean-accuracy drop (fraction) that stops its pruning",
-      tuple_of(lambda x: 0 <= x < 1, "a non-empty tuple of fractions in [0, 1)")),
+      tuple_of(lambda x: 0 <= x <= 1, "a non-empty tuple of fractions in [0, 1]")),
     F("attack.liu_layer", "",
       "liu_fine_prune's layer: a unit of the model's table ('' = the last block-internal one)"),
     F("attack.quant_bits", (8, 6, 4), "quantize strengths (bits; fewer = stronger)",
