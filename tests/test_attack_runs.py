@@ -203,6 +203,11 @@ def test_changed_attack_field_is_refused_or_restarted(attack_run, pipeline_src, 
     assert proc.returncode == 1 and "attack.data_fraction 0.5 -> 0.25" in proc.stderr
     assert "restart=True" in proc.stderr and "Traceback" not in proc.stderr
     run_mode(*args, "--config.attack.data_fraction=0.25", "--config.restart=True")
+    # The pipeline's own directory is not an attack directory: its fingerprint stays.
+    before = (pipeline_src / "fingerprint.json").read_text()
+    proc = run_mode(*args[:-1], f"--workdir={pipeline_src}", check=False)
+    assert proc.returncode == 1 and "'pipeline' run, not attack records" in proc.stderr
+    assert (pipeline_src / "fingerprint.json").read_text() == before
     [old] = (tmp_path / "replaced").glob("*/attacks.jsonl")
     assert len(attack_store.read(old)) == len(attack_store.read(tmp_path / "attacks.jsonl")) == 2
 

@@ -103,6 +103,16 @@ def bind(cfg: ml_collections.ConfigDict, workdir: Path, source: Path) -> dict[st
     Raises:
       ConfigError: ``workdir`` holds records made with other fields (the message names them).
     """
+    workdir = Path(workdir)
+    mine = workdir / fingerprint.FILE
+    other = fingerprint.stored(workdir) if mine.is_file() else None
+    if workdir.resolve() == Path(source).resolve() or (other and other.get("kind") != "attack"):
+        # Binding would overwrite the pipeline's (or a training run's) own fingerprint.
+        raise ConfigError(
+            f"--workdir {str(workdir)!r} holds a {(other or {}).get('kind', 'pipeline')!r} run, "
+            f"not attack records; give mode=attack a directory of its own, e.g. "
+            f"--workdir={Path(source) / 'attack'}"
+        )
     rec = fingerprint.record("attack", fields(cfg, source))
     fingerprint.bind(Path(workdir), rec, restart=bool(cfg.restart),
                      label=f"--workdir {str(workdir)!r}", artefacts=(FILE,),
