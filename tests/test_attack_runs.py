@@ -1,16 +1,19 @@
 """Mode ``attack`` end to end on a tiny pipeline run, and its success criterion and data split."""
 
 import csv
+import dataclasses
 import json
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 from test_runs import SECRET, TINY, run_mode
 
-from jaxwm import verify
+from jaxwm import attacks, verify
+from jaxwm.engine import checkpoint
 from jaxwm.errors import ConfigError
-from jaxwm.runner import attack_registry, attack_runs, plots
+from jaxwm.runner import attack_registry, attack_runs, attack_store, fingerprint, plots
 
 ATTACK = [
     "--config.mode=attack",
@@ -24,9 +27,15 @@ PNGS = ("fig2_finetune.png", "fig3_pruning.png", "attacks_other.png", "attacks_s
 
 
 @pytest.fixture(scope="module")
-def attack_run(tmp_path_factory):
+def pipeline_src(tmp_path_factory):
     src = tmp_path_factory.mktemp("pipeline")
     run_mode(*TINY, f"--workdir={src}")
+    return src
+
+
+@pytest.fixture(scope="module")
+def attack_run(tmp_path_factory, pipeline_src):
+    src = pipeline_src
     wd = tmp_path_factory.mktemp("attack")
     proc = run_mode(*TINY, *ATTACK, f"--config.attack.source={src}", f"--workdir={wd}")
     return wd, json.loads((wd / "attacks.json").read_text()), proc
@@ -180,3 +189,104 @@ def test_variant_attacks_record_their_columns(attack_run, tmp_path):
     liu = [float(rows["liu_fine_prune", s]["pruned_fraction"]) for s in ("0.04", "1.0")]
     assert liu[0] <= liu[1] == 15 / 16  # width 16: all but one channel at drop 1.0
     assert rows["liu_fine_prune", "1.0"]["unit"] == "max_drop"
+
+
+def _count_points(monkeypatch, fail_after=None):
+    """Wraps every kind's points function: counts the points it yields, optionally raising
+    after ``fail_after`` of them (a run interrupted between two points)."""
+    yielded = []
+
+    def wrap(entry):
+        def points(*args):
+            for point in entry.points(*args):
+                if fail_after is not None and len(yielded) == fail_after:
+                    raise KeyboardInterrupt  # Ctrl-C between two points
+                yielded.append((entry.name, point[0]))
+                yield point
+
+        return dataclasses.replace(entry, points=points)
+
+    for name, entry in list(attack_registry.REGISTRY.items()):
+        monkeypatch.setitem(attack_registry.REGISTRY, name, wrap(entry))
+    return yielded
+
+
+def test_killed_attack_resumes_without_redoing_points(attack_run, pipeline_src, tmp_path):
+    wd, out, _ = attack_run
+    args = [*TINY, *ATTACK, f"--config.attack.source={pipeline_src}", f"--workdir={tmp_path}"]
+    with pytest.MonkeyPatch.context() as mp:
+        _count_points(mp, fail_after=3)  # ftal 0 and 1, prune 0.0 of partitioned
+        proc = run_mode(*args, check=False)
+    assert proc.returncode == 1 and "interrupted;" in proc.stderr
+    assert f"3 attack records in {tmp_path / attack_store.FILE}" in proc.stderr
+    assert len(attack_store.read(tmp_path / attack_store.FILE)) == 3
+    with (tmp_path / attack_store.FILE).open("a") as f:
+        f.write('{"attack": "prune", "scheme": "parti')  # a kill in the middle of a write
+    with pytest.MonkeyPatch.context() as mp:
+        again = _count_points(mp)
+        proc = run_mode(*args, "--config.attack.plots=False")  # plots do not change records
+    assert len(again) == len(out["records"]) - 3
+    # Only the baseline's ftal 0/1 and prune 0.0 run again; prune 0.5 runs for both schemes.
+    assert [again.count(p) for p in (("ftal", 0), ("ftal", 1), ("prune", 0.0))] == [1, 1, 1]
+    assert again.count(("prune", 0.5)) == 2
+    assert "partial last record" in proc.stderr and "3 points recorded" in proc.stderr
+    lines = (tmp_path / attack_store.FILE).read_text().splitlines()
+    assert len(lines) == len(out["records"])  # no duplicate, no torn line
+    assert (tmp_path / "attacks.csv").read_text() == (wd / "attacks.csv").read_text()
+    # Everything recorded: a third run attacks nothing and writes the same table.
+    with pytest.MonkeyPatch.context() as mp:
+        third = _count_points(mp)
+        run_mode(*args)
+    assert (
+        third == [] and (tmp_path / "attacks.csv").read_text() == (wd / "attacks.csv").read_text()
+    )
+
+
+def test_changed_attack_field_is_refused_or_restarted(attack_run, pipeline_src, tmp_path):
+    args = [*TINY, "--config.mode=attack", "--config.attack.kinds=('quantize',)",
+            "--config.attack.quant_bits=(8,)", "--config.attack.plots=False",
+            f"--config.attack.source={pipeline_src}", f"--workdir={tmp_path}"]  # fmt: skip
+    run_mode(*args)
+    proc = run_mode(*args, "--config.attack.data_fraction=0.25", check=False)
+    assert proc.returncode == 1 and "attack.data_fraction 0.5 -> 0.25" in proc.stderr
+    assert "restart=True" in proc.stderr and "Traceback" not in proc.stderr
+    run_mode(*args, "--config.attack.data_fraction=0.25", "--config.restart=True")
+    # The pipeline's own directory is not an attack directory: its fingerprint stays.
+    before = (pipeline_src / "fingerprint.json").read_text()
+    proc = run_mode(*args[:-1], f"--workdir={pipeline_src}", check=False)
+    assert proc.returncode == 1 and "'pipeline' run, not attack records" in proc.stderr
+    assert (pipeline_src / "fingerprint.json").read_text() == before
+    [old] = (tmp_path / "replaced").glob("*/attacks.jsonl")
+    assert len(attack_store.read(old)) == len(attack_store.read(tmp_path / "attacks.jsonl")) == 2
+
+
+def test_save_models_writes_loadable_attacked_models(pipeline_src, tmp_path):
+    run_mode(*TINY, "--config.mode=attack", "--config.attack.kinds=('quantize',)",
+             "--config.attack.quant_bits=(4,)", "--config.attack.schemes=('partitioned',)",
+             "--config.attack.plots=False", "--config.attack.save_models=True",
+             f"--config.attack.source={pipeline_src}", f"--workdir={tmp_path}")  # fmt: skip
+    params, state, meta = checkpoint.load_model(tmp_path / "attacked/partitioned/quantize/4")
+    src_params, _, _ = checkpoint.load_model(pipeline_src / "partitioned")
+    assert (meta["kind"], meta["strength"], meta["scheme"]) == ("quantize", 4, "partitioned")
+    assert meta["source_fingerprint"] == fingerprint.model_record(pipeline_src / "partitioned")
+    want = attacks.quantize(src_params, 4)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_jsonl_store_drops_a_torn_last_line(tmp_path):
+    path = tmp_path / attack_store.FILE
+    recs = [{"scheme": "baseline", "attack": "noise", "strength": s, "retention": 0.5}
+            for s in (0.0, 0.1)]  # fmt: skip
+    for r in recs:
+        attack_store.append(path, r)
+    attack_store.append(path, recs[0])  # recorded twice: the first record counts
+    intact = path.read_bytes()
+    path.write_bytes(intact + b'{"scheme": "baseline", "att')
+    assert attack_store.read(path) == recs
+    assert path.read_bytes() == intact  # cut off, so the next append starts a clean line
+    attack_store.append(path, {**recs[0], "strength": 0.2})
+    assert [r["strength"] for r in attack_store.read(path)] == [0.0, 0.1, 0.2]
+    path.write_bytes(b"not json\n" + intact)  # an edited file is not silently thinned
+    with pytest.raises(ConfigError, match="line 1"):
+        attack_store.read(path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_runs import launch
 
-from jaxwm import data, models
+from jaxwm import attacks, data, models
 from jaxwm.engine import compile_stats, compiled, loop, optim, train
 from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import ConfigError
@@ -198,3 +198,26 @@ def test_compiled_cache_keys_on_builder_and_static_args_and_is_bounded(monkeypat
     assert len(built) == n
     scaled(2.0, offset=1.0)  # least recently used: evicted, so built again
     assert built[-1] == (2.0, 1.0) and len(built) == n + 1
+
+
+def test_weight_attacks_compile_one_program_for_every_strength():
+    # Shapes no other test uses, so nothing is compiled for them yet in this process.
+    rng = np.random.default_rng(0)
+    params = {
+        "conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32),
+                 "bias": jnp.zeros((7,), jnp.float32)},
+        "head": {"kernel": jnp.asarray(rng.normal(size=(7, 11)), jnp.float32)},
+    }  # fmt: skip
+    key = jax.random.key(3)
+    with compile_stats.CompileStats() as first:
+        attacks.quantize(params, 8)
+        attacks.gaussian_noise(params, key, 0.1)
+        attacks.apply_mask(params, attacks.magnitude_mask(params, 0.5))
+    # One program each (op by op, every op would compile once per leaf shape).
+    assert first.compilations == 3, first.by_function
+    with compile_stats.CompileStats() as later:
+        for bits, sigma, ratio in ((6, 0.3, 0.2), (4, 0.5, 0.9)):
+            attacks.quantize(params, bits)
+            attacks.gaussian_noise(params, key, sigma)
+            attacks.apply_mask(params, attacks.magnitude_mask(params, ratio))
+    assert later.compilations == 0, later.by_function

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm.attacks._common import Predicate, select
+from jaxwm.engine import compiled
 
 PyTree = Any
 
@@ -82,6 +83,13 @@ def magnitude_mask(
     return jax.tree.unflatten(treedef, masks)
 
 
+@compiled.cached
+def _mask_program():
+    """The whole tree in one jitted call (op by op, every leaf shape would compile apart)."""
+    return jax.jit(lambda params, mask: jax.tree.map(
+        lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask))  # fmt: skip
+
+
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """Zeroes ``params`` where ``mask`` is False (functional; kept entries are bit-identical).
 
@@ -96,4 +104,4 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
       >>> apply_mask({"w": jnp.ones(2)}, {"w": np.array([True, False])})
       {'w': Array([1., 0.], dtype=float32)}
     """
-    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
+    return _mask_program()(params, mask)

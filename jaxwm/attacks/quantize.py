@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxwm.attacks._common import Predicate, select
+from jaxwm.engine import compiled
 
 PyTree = Any
 MAX_BITS = 16
 
 
-def _quantize_leaf(w: jax.Array, bits: int, per_channel: bool) -> jax.Array:
-    qmax = 2 ** (bits - 1) - 1  # symmetric: levels -qmax..qmax, zero exactly representable
+def _quantize_leaf(w: jax.Array, qmax: jax.Array, per_channel: bool) -> jax.Array:
     x = jnp.asarray(w, jnp.float32)
     axes = tuple(range(x.ndim - 1)) if per_channel and x.ndim > 1 else None
     amax = jnp.max(jnp.abs(x), axis=axes, keepdims=True)
@@ -34,6 +34,42 @@ def _quantize_leaf(w: jax.Array, bits: int, per_channel: bool) -> jax.Array:
     safe = jnp.where(scale > 0, scale, 1.0)
     q = jnp.clip(jnp.round(x / safe), -qmax, qmax)
     return (q * safe).astype(w.dtype)
+
+
+@compiled.cached
+def _quantize_program(per_channel: bool):
+    """Every selected leaf in one jitted call; the level count is an argument, so one
+    compilation serves every bit width (op by op, each leaf shape compiled each op)."""
+
+    def run(leaves: list[jax.Array], qmax: jax.Array) -> list[jax.Array]:
+        return [_quantize_leaf(w, qmax, per_channel) for w in leaves]
+
+    return jax.jit(run)
+
+
+@compiled.cached
+def _noise_program(relative: bool):
+    """Gaussian noise on every selected leaf in one jitted call, ``sigma`` an argument.
+
+    The normal draws are one vmapped sampler over the leaves' keys, each the length of the
+    largest leaf and cut to its leaf: counter-based bits make that prefix the same numbers as a
+    draw of the leaf's own shape, and one sampler compiles once where one per leaf shape cost
+    a compilation each (the slowest programs of an attack run on CPU).
+    """
+
+    def run(leaves: list[jax.Array], index: tuple[int, ...], key: jax.Array, sigma: jax.Array):
+        longest = max(w.size for w in leaves)
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(index))
+        draws = jax.vmap(lambda k: jax.random.normal(k, (longest,), jnp.float32))(keys)
+        out = []
+        for row, w in enumerate(leaves):
+            x = jnp.asarray(w, jnp.float32)
+            sd = sigma * jnp.std(x) if relative else sigma
+            noise = draws[row, : x.size].reshape(x.shape)
+            out.append((x + sd * noise).astype(w.dtype))
+        return out
+
+    return jax.jit(run, static_argnums=1)
 
 
 def quantize(
@@ -67,8 +103,13 @@ def quantize(
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an integer in [2, {MAX_BITS}], got {bits!r}")
-    sel = select(params, patterns, predicate)
-    return jax.tree.map(lambda s, w: _quantize_leaf(w, bits, per_channel) if s else w, sel, params)
+    sel, treedef = jax.tree.flatten(select(params, patterns, predicate))
+    leaves = treedef.flatten_up_to(params)
+    # The level count is a float32 argument: the same value a Python int constant becomes.
+    qmax = jnp.float32(2 ** (bits - 1) - 1)  # symmetric: -qmax..qmax, zero exactly representable
+    pairs = list(zip(sel, leaves, strict=True))
+    done = iter(_quantize_program(per_channel)([w for s, w in pairs if s], qmax))
+    return jax.tree.unflatten(treedef, [next(done) if s else w for s, w in pairs])
 
 
 def gaussian_noise(
@@ -103,13 +144,9 @@ def gaussian_noise(
         key = jax.random.wrap_key_data(key)
     sel, treedef = jax.tree.flatten(select(params, patterns, predicate))
     leaves = treedef.flatten_up_to(params)
-    out = []
-    for i, (s, w) in enumerate(zip(sel, leaves, strict=True)):
-        if not s:
-            out.append(w)
-            continue
-        x = jnp.asarray(w, jnp.float32)
-        sd = sigma * jnp.std(x) if relative else sigma
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
-        out.append((x + sd * noise).astype(w.dtype))
-    return jax.tree.unflatten(treedef, out)
+    index = tuple(i for i, s in enumerate(sel) if s)  # leaf i's noise comes from fold_in(key, i)
+    if not index:
+        return params
+    noisy = _noise_program(relative)([leaves[i] for i in index], index, key, jnp.float32(sigma))
+    out = dict(zip(index, noisy, strict=True))
+    return jax.tree.unflatten(treedef, [out.get(i, w) for i, w in enumerate(leaves)])

@@ -13,15 +13,18 @@ test against fresh-key triggers, the permutation test, and the null threshold fi
 victim and any other independent models; at ``verify.alpha``, i.e. assuming the owner published
 the digest before release) and scored by the Watermark-Robustness-Toolbox criterion (Lukas et
 al. 2022): an attack *succeeds* when ownership can no longer be shown while clean accuracy fell
-by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Writes
-``attacks.json``, ``attacks.csv``, ``attacks.md`` and the plots of :mod:`jaxwm.runner.plots` to
-the run directory. The attacks themselves (functions, units, strengths fields) are the entries
+by at most ``attack.max_acc_drop`` against the unattacked watermarked model. Each point's record
+is appended to ``attacks.jsonl`` as soon as it is measured, and a rerun skips the points recorded
+there (:mod:`jaxwm.runner.attack_store`); at the end ``attacks.json``, ``attacks.csv``,
+``attacks.md`` and the plots of :mod:`jaxwm.runner.plots` are written from those records.
+``attack.save_models`` also saves each attacked model under ``attacked/``. The attacks themselves (functions, units, strengths fields) are the entries
 of :mod:`jaxwm.runner.attack_registry`.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import time
@@ -31,12 +34,22 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 from jaxwm import controls, triggers, verify
 from jaxwm.engine import checkpoint, train
 from jaxwm.errors import ConfigError
 from jaxwm.manifest import read_manifest, regenerate
-from jaxwm.runner import attack_registry, config, experiments, plots, provenance, runs
+from jaxwm.runner import (
+    attack_registry,
+    attack_store,
+    config,
+    experiments,
+    fingerprint,
+    plots,
+    provenance,
+    runs,
+)
 from jaxwm.runner.attack_registry import AttackContext
 from jaxwm.runner.attack_tables import CSV_FIELDS, summarize, summary_table
 from jaxwm.stats import binomial_pvalue
@@ -152,6 +165,45 @@ def wrt_success(
     return bool(not owned and reference_accuracy - accuracy <= max_drop + 1e-9)
 
 
+def progress_bar(total: int, enabled: bool) -> tqdm:
+    """A bar over the points still to run, as the training loop draws it (on stderr).
+
+    The bar is drawn only on a terminal; its ``write`` lines (one per point) always go to
+    stderr, so a log file gets plain lines, not carriage-return redraws.
+
+    Args:
+      total: Points to run.
+      enabled: ``progress`` (False: lines only).
+
+    Returns:
+      A tqdm bar; ``bar.update(1)`` per point.
+    """
+    return tqdm(total=total, desc="attack", unit="point", file=sys.stderr, dynamic_ncols=True,
+                disable=not (enabled and sys.stderr.isatty()))  # fmt: skip
+
+
+def save_attacked(
+    workdir: Path, rec: dict[str, Any], params: PyTree, state: PyTree, source: dict | None
+) -> Path:
+    """Saves an attacked model to ``<workdir>/attacked/<scheme>/<kind>/<strength>/``.
+
+    Args:
+      workdir: The attack run directory.
+      rec: The point's record (its ``scheme``, ``attack`` and ``strength`` name the directory).
+      params, state: The attacked model.
+      source: The fingerprint of the model that was attacked (its ``meta.json``), or None.
+
+    Returns:
+      The directory, loadable with :func:`jaxwm.engine.checkpoint.load_model`.
+    """
+    out = workdir / "attacked" / rec["scheme"] / rec["attack"] / f"{rec['strength']:g}"
+    meta = {"kind": rec["attack"], "strength": rec["strength"], "unit": rec["unit"],
+            "scheme": rec["scheme"], "source_fingerprint": source,
+            "clean_accuracy": rec["clean_accuracy"], "retention": rec["retention"]}  # fmt: skip
+    checkpoint.save_model(out, params, state, meta)
+    return out
+
+
 def _record(ctx, attack, scheme, strength, acc, v, ref, extra) -> dict[str, Any]:
     drop = ref["clean_accuracy"] - acc
     return {
@@ -216,6 +268,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     src, manifest, victim_dir = _load_source(cfg)
+    attack_store.bind(cfg, workdir, src)  # before reading records made with other fields
     ds = experiments.load_data(cfg)
     model, v_params, v_state, v_meta = runs.load_model_for(victim_dir, ds.num_classes)
     saved = v_meta["dataset"].get("source")
@@ -255,8 +308,16 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
          f"retention >= {threshold:.3f} and the control test (nulls "
          f"{[round(x, 3) for x in ctx.nulls]})")  # fmt: skip
 
-    reference, records, timings = {}, [], {}
+    store = workdir / attack_store.FILE
+    done = {attack_store.key(r): r for r in attack_store.read(store)}
     kinds = list(dict.fromkeys(cfg.attack.kinds))  # a repeated kind would duplicate records
+    plan = [(s, k, attack_registry.strengths(attack_registry.get(k), cfg))
+            for s in cfg.attack.schemes for k in kinds]  # fmt: skip
+    todo = sum(1 for s, k, xs in plan for x in xs if (s, k, float(x)) not in done)
+    if done:
+        _say(f"attack: resuming from {store}: {len(done)} points recorded, {todo} to run")
+    reference, timings = {}, {}
+    bar = progress_bar(todo, cfg.progress)
     base_key = jax.random.key(cfg.seed)
     for scheme in cfg.attack.schemes:
         params, state, _ = checkpoint.load_model(src / scheme)
@@ -267,22 +328,42 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         if not v.owned:
             _say(f"warning: the unattacked {scheme} model is not owned ({v.reason}); no attack "
                  "on it can count as a success")  # fmt: skip
+        source_fp = fingerprint.model_record(src / scheme)
         for i, kind in enumerate(kinds):
             t1 = time.perf_counter()
             entry = attack_registry.get(kind)
+            every = attack_registry.strengths(entry, cfg)
+            # Only the missing strengths: a point's model does not depend on the others.
+            missing = [x for x in every if (scheme, kind, float(x)) not in done]
             # The same key for both schemes: paired comparisons (same data order and noise).
             key = jax.random.fold_in(base_key, attack_registry.NAMES.index(kind))
-            got = []
-            points = entry.points(ctx, params, state, key, attack_registry.strengths(entry, cfg))
+            points = entry.points(ctx, params, state, key, missing) if missing else ()
             for strength, p, s, extra in points:
                 acc_k, v_k = ctx.measure(p, s)
-                got.append(_record(ctx, kind, scheme, strength, acc_k, v_k, reference[scheme],
-                                   extra))  # fmt: skip
-            records += got
+                rec = _record(ctx, kind, scheme, strength, acc_k, v_k, reference[scheme], extra)
+                if cfg.attack.save_models:
+                    save_attacked(workdir, rec, p, s, source_fp)
+                attack_store.append(store, rec)  # after the model: a record means it is saved
+                done[attack_store.key(rec)] = json.loads(
+                    json.dumps(rec, sort_keys=True, default=float)
+                )
+                bar.update(1)
+                bar.write(f"[{scheme}] {kind} {strength:g} {entry.unit}: acc {acc_k:.3f} "
+                          f"retention {v_k.retention:.2f} {'owned' if v_k.owned else 'NOT owned'}"
+                          f" ({time.perf_counter() - t1:.1f} s into {kind}, "
+                          f"{time.perf_counter() - t0:.0f} s total)", file=sys.stderr)  # fmt: skip
+            got = [done[(scheme, kind, float(x))] for x in every]
             timings[f"{kind}/{scheme}"] = time.perf_counter() - t1
-            _say(f"[{scheme} {i + 1}/{len(kinds)}] {kind}: {len(got)} points in "
-                 f"{timings[f'{kind}/{scheme}']:.1f} s; retention "
-                 + " ".join(f"{r['strength']:g}:{r['retention']:.2f}" for r in got))  # fmt: skip
+            bar.write(f"[{scheme} {i + 1}/{len(kinds)}] {kind}: {len(missing)} points in "
+                      f"{timings[f'{kind}/{scheme}']:.1f} s"
+                      + (f" ({len(every) - len(missing)} recorded earlier)"
+                         if len(missing) < len(every) else "")
+                      + "; retention "
+                      + " ".join(f"{r['strength']:g}:{r['retention']:.2f}" for r in got),
+                      file=sys.stderr)  # fmt: skip
+    bar.close()
+    # In plan order, from the store: a resumed run writes what an uninterrupted one does.
+    records = [done[(s, k, float(x))] for s, k, xs in plan for x in xs]
 
     rows = summarize(records)
     out = {

@@ -238,4 +238,6 @@ FIELDS: tuple[Field, ...] = (
     F("attack.max_acc_drop", 0.05, "WRT: success needs at most this clean-accuracy loss",
       Check(lambda v: 0 <= v <= 1, "in [0, 1] (a fraction: 0.05 = 5 points)")),
     F("attack.plots", True, "draw the figures of jaxwm.runner.plots"),
+    F("attack.save_models", False,
+      "save each attacked model to <workdir>/attacked/<scheme>/<kind>/<strength>/"),
 )  # fmt: skip

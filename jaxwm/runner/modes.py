@@ -28,6 +28,7 @@ from jaxwm.engine import checkpoint, compile_stats, parallel
 from jaxwm.errors import ConfigError, DiskFullError, RunInterrupted, is_disk_full
 from jaxwm.runner import (
     attack_runs,
+    attack_store,
     config,
     experiments,
     fingerprint,
@@ -166,6 +167,9 @@ def resume_hint(cfg: ml_collections.ConfigDict, workdir: Path) -> str:
             )
     models = [workdir / "model", *sorted(workdir.glob("*/model"))]
     kept += [f"finished model {m}" for m in models if (m / "meta.json").is_file()]
+    records = workdir / attack_store.FILE
+    if records.is_file():  # mode attack: a rerun skips the points recorded there
+        kept.append(f"{len(attack_store.read(records))} attack records in {records}")
     where = (
         f"{workdir} keeps the last complete {', '.join(kept)}"
         if kept
