@@ -28,7 +28,9 @@ SETTINGS = {
     "adamw1e-4": dict(optimizer="adamw", lr=1e-4, batch_size=20, epochs=60),
     "adamw1e-4_mix2": dict(optimizer="adamw", lr=1e-4, batch_size=20, epochs=60, mix=2.0),
     "sgd1e-2": dict(optimizer="sgd", lr=1e-2, batch_size=20, epochs=60),
-    "adamw1e-4_bnupdate": dict(optimizer="adamw", lr=1e-4, batch_size=20, epochs=60, bn=False),
+    "adamw1e-4_bnupdate": dict(
+        optimizer="adamw", lr=1e-4, batch_size=20, epochs=60, bn="trainable"
+    ),
 }
 
 
@@ -66,7 +68,7 @@ def main() -> None:
         s = SETTINGS[name]
         st = embed.hparams(
             epochs=s["epochs"], peak_lr=s["lr"], batch_size=s["batch_size"],
-            optimizer=s["optimizer"], freeze_state=s.get("bn", True),
+            optimizer=s["optimizer"], bn_mode=s.get("bn", "inference"),
         )  # fmt: skip
         for method in ("partitioned", "baseline"):
             t1 = time.perf_counter()

@@ -4,9 +4,10 @@ Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/cifar100_pa
            (No offline copy exists here: this needs tensorflow-datasets with internet (or folder:<ImageFolder of CIFAR-100>))
 Runtime:   victim as configs/cifar100.py, plus under a minute per embedding on one H100/H200.
 Expected:  results.json and table1.md in runs/cifar100_partitioned; paper (clean acc / retention):
-           partitioned 72.83% / 25.07%, baseline 54.12% / 25.74%. Training on the 100 triggers alone
-           (embed.clean_per_trigger=0, the paper's setting) costs clean accuracy here; set
-           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
+           partitioned 72.83% / 25.07%, baseline 54.12% / 25.74%. Embedding runs at the
+           default embed.operating_point=matched (2 clean images per trigger, stopped at 85%
+           retention on D): training on the 100 triggers alone, the literal reading of the paper
+           (--config.embed.operating_point=paper_literal), costs clean accuracy here.
            Not measured (no CIFAR-100 copy reachable here).
 """
 

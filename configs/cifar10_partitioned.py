@@ -4,12 +4,14 @@ Command:   JAXWM_SECRET=<your key> python launch.py --config=configs/cifar10_par
            (Offline copy: add --config.data.source=folder:../shared/data/cifar10.tar.gz)
 Runtime:   victim as configs/cifar10.py, plus under a minute per embedding on one H100/H200.
 Expected:  results.json and table1.md in runs/cifar10_partitioned; paper (clean acc / retention):
-           partitioned 86.54% / 83.41%, baseline 85.74% / 87.16%. Training on the 100 triggers alone
-           (embed.clean_per_trigger=0, the paper's setting) costs clean accuracy here; set
-           --config.embed.clean_per_trigger=2 to mix clean images into every epoch.
+           partitioned 86.54% / 83.41%, baseline 85.74% / 87.16%. Embedding runs at the
+           default embed.operating_point=matched (2 clean images per trigger, stopped at 85%
+           retention on D): training on the 100 triggers alone, the literal reading of the paper
+           (--config.embed.operating_point=paper_literal), costs clean accuracy here.
            Measured (H200, bench/embed_grid.py, same embedding settings, 30-epoch victim at
            90.40%): partitioned 34.30% / 99%, baseline 18.84% / 97% on D alone; with
-           --config.embed.clean_per_trigger=2: partitioned 82.82% / 99%, baseline 49.39% / 87%.
+           2 clean images per trigger for all 60 epochs (operating_point=mixed):
+           partitioned 82.82% / 99%, baseline 49.39% / 87%.
 """
 
 from jaxwm.runner import presets

@@ -39,11 +39,40 @@ Embedded = tuple[PyTree, PyTree, list[dict]]  # (params, state, one history row 
 
 # Embedding's settings: a constant rate restarted every epoch, no augmentation, and every
 # BatchNorm in inference mode, so the function trained is exactly the one later verified and
-# the triggers' batch statistics never enter the running averages (bench/RESULTS.md).
+# the triggers' batch statistics never enter the running averages (bench/RESULTS.md; the
+# other modes are measured in README "Design decisions").
 DEFAULTS = Hparams(
     epochs=30, batch_size=64, peak_lr=1e-3, schedule="constant", optimizer="adamw",
-    weight_decay=0.0, crop_pad=0, flip=False, freeze_state=True,
+    weight_decay=0.0, crop_pad=0, flip=False, bn_mode="inference",
 )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatingPoint:
+    """One reading of the paper's "train on D": what embedding trains on and when it stops.
+
+    Attributes:
+      clean_per_trigger: Clean training images mixed in per trigger (0: D alone).
+      target_retention: Stop once retention on D reaches this (0: run every epoch).
+      reading: What it means, in one line (README and the config docs quote it).
+    """
+
+    clean_per_trigger: float
+    target_retention: float
+    reading: str
+
+
+# The named operating points (config field ``embed.operating_point``). The paper never says
+# what "train on D" means; ``paper_literal`` is the literal reading, which on a small ResNet18
+# (MNIST) loses >= 24.9 points of clean accuracy whenever retention reaches 60%, while
+# ``matched`` lost 0.5-2.2 points (README "Design decisions").
+OPERATING_POINTS = {
+    "paper_literal": OperatingPoint(0.0, 0.0, "D alone, every epoch"),
+    "mixed": OperatingPoint(2.0, 0.0, "D plus 2 clean images per trigger, every epoch"),
+    "matched": OperatingPoint(
+        2.0, 0.85, "D plus 2 clean images per trigger, stopped at 85% retention on D"
+    ),
+}
 
 
 def hparams(**overrides: Any) -> Hparams:
@@ -114,7 +143,8 @@ def embed(
       mean, std: Input normalisation of the task.
       key: PRNG key for shuffling, augmentation and the clean sample.
       clean_images, clean_labels, clean_per_trigger: Optionally mix this many clean examples
-        per trigger into the training set (0 = the paper: train on D alone).
+        per trigger into the training set (0: train on D alone, the paper's literal reading;
+        :data:`OPERATING_POINTS` names the measured choices).
       target_retention: Stop once accuracy on D reaches this (0: run every epoch).
       on_epoch: Called as ``on_epoch(row, params, state)`` after each epoch.
 
@@ -122,6 +152,11 @@ def embed(
       ``(params, state, history)`` with one dict per epoch: trainable patterns, loss, retention.
     """
     hp = settings
+    if clean_per_trigger < 0 or not 0 <= target_retention <= 1:
+        raise ValueError(
+            f"clean_per_trigger ({clean_per_trigger}) must be >= 0 and target_retention "
+            f"({target_retention}) in [0, 1]"
+        )
     if layers_to_turn is not None and not layers_to_turn:
         raise ValueError("layers_to_turn is empty: name at least one layer pattern, e.g. 'head'")
     key = key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)

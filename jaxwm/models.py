@@ -18,7 +18,9 @@ The apply contract (what every jaxwm algorithm relies on)::
   ``train=True``: a frozen layer then computes exactly what it computes at test time and its
   statistics do not drift. The training code additionally restores frozen state leaves, so a
   model that ignores this hint still keeps its frozen statistics; it just trains against batch
-  statistics.
+  statistics. The engine's ``bn_mode`` decides the hint (:mod:`jaxwm.engine.train`):
+  ``"inference"`` passes ``("",)``, ``"trainable"`` the frozen modules, ``"all"`` (PyTorch's
+  ``model.train()``) passes ``()`` and keeps every updated statistic.
 
 Parameter paths are stable and readable, because watermark layers are chosen by path pattern::
 

@@ -85,7 +85,7 @@ def _check_end_to_end(ns: dict, out: str, native_logits) -> None:
     assert not innocent.owned and innocent.retention <= 0.5, innocent.reason
     touched = _changed(adapted.params, params)
     assert touched and all(p.startswith(("hidden/", "head/")) for p in touched), touched
-    assert not _changed(adapted.state, state)  # freeze_bn_stats: statistics untouched
+    assert not _changed(adapted.state, state)  # bn_mode="inference": statistics untouched
 
     # FTLL: the head moves, everything else (BatchNorm statistics too) is bit-identical, and
     # two epochs at a small learning rate leave most of the watermark.

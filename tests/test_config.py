@@ -118,3 +118,55 @@ def test_every_check_names_what_a_valid_value_is():
         assert str(e.value) == (
             f"config field {name!r} must be {by_name[name].check.want}, got {value!r}"
         )
+
+
+def _embed_cfg(**fields):
+    c = config.defaults()
+    for k, v in fields.items():
+        c.embed[k] = v
+    return c
+
+
+@pytest.mark.parametrize(
+    "fields,expected",
+    [
+        ({}, (2.0, 0.85)),  # the default, matched
+        ({"operating_point": "paper_literal"}, (0.0, 0.0)),
+        ({"operating_point": "mixed"}, (2.0, 0.0)),
+        ({"operating_point": "mixed", "clean_per_trigger": 4.0}, (4.0, 0.0)),
+        ({"operating_point": "matched", "target_retention": 0.9}, (2.0, 0.9)),
+        ({"operating_point": "paper_literal", "clean_per_trigger": 0}, (0, 0.0)),
+        ({"operating_point": "custom"}, (0.0, 0.0)),
+        ({"operating_point": "custom", "clean_per_trigger": 3.0}, (3.0, 0.0)),
+        ({"operating_point": "custom", "target_retention": 0.5}, (0.0, 0.5)),
+    ],
+)
+def test_operating_point_fills_the_fields_it_names(fields, expected):
+    c = config.validate(_embed_cfg(**fields))
+    assert (c.embed.clean_per_trigger, c.embed.target_retention) == expected
+    assert config.validate(c).embed.to_dict() == c.embed.to_dict()  # idempotent
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"operating_point": "paper_literal", "clean_per_trigger": 2.0}, "clean_per_trigger"),
+        ({"operating_point": "paper_literal", "target_retention": 0.85}, "target_retention"),
+        ({"operating_point": "mixed", "clean_per_trigger": 0.0}, "clean_per_trigger"),
+        ({"operating_point": "mixed", "target_retention": 0.85}, "target_retention"),
+        ({"operating_point": "matched", "target_retention": 0.0}, "target_retention"),
+        ({"clean_per_trigger": 0.0}, "clean_per_trigger"),  # against the default, matched
+    ],
+)
+def test_a_typed_field_that_contradicts_the_operating_point_is_refused(fields, field):
+    with pytest.raises(ConfigError) as e:
+        config.validate(_embed_cfg(**fields))
+    msg = str(e.value)
+    assert f"'embed.{field}'" in msg and "'embed.operating_point'" in msg and "custom" in msg
+
+
+def test_removed_freeze_bn_stats_names_its_replacement():
+    c = config.defaults()
+    c.embed.freeze_bn_stats = False
+    with pytest.raises(ConfigError, match="replaced by embed.bn_mode"):
+        config.validate(c)

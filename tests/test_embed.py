@@ -80,7 +80,7 @@ def test_each_stage_trains_exactly_its_layers(victim):
             paths, jax.tree.leaves(trained), jax.tree.leaves(prev), jax.tree.leaves(p), strict=True
         ):
             assert np.array_equal(a, b) != m, (row["epoch"], path)
-        # BatchNorm statistics never move while embedding (freeze_state=True).
+        # BatchNorm statistics never move while embedding (bn_mode="inference", the default).
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(s), strict=True):
             np.testing.assert_array_equal(a, b)
         prev = p
@@ -199,3 +199,37 @@ def test_with_triggers_appends_repeated_sets():
     assert ys.tolist() == [0, 1, 2, 3, 4, 9, 8, 9, 8, 9, 8]
     with pytest.raises(ValueError, match="adi_repeat"):
         embed.with_triggers(x, y, [t], repeat=0)
+
+
+@pytest.mark.parametrize(
+    "bn_mode,moved",
+    [
+        ("inference", set()),  # every layer at test-time behaviour, nothing moves
+        ("trainable", {"layer2"}),  # only the trainable layer's statistics
+        ("all", {"stem", "layer1", "layer2"}),  # PyTorch's train(): frozen layers' too
+    ],
+)
+def test_bn_mode_decides_which_statistics_move_never_frozen_parameters(victim, bn_mode, moved):
+    ds, model, params, state, trig = victim
+    p, s, _ = embed.partitioned_embed(
+        model.apply, params, state, trig.images, trig.labels, layers_to_turn=["layer2"],
+        **_kw(ds, epochs=1, peak_lr=1e-2, batch_size=8, bn_mode=bn_mode),
+    )  # fmt: skip
+    for path, a, b in zip(
+        partition.tree_paths(state), jax.tree.leaves(state), jax.tree.leaves(s), strict=True
+    ):
+        assert np.array_equal(a, b) != (path.split("/")[0] in moved), (bn_mode, path)
+    for path, a, b in zip(
+        partition.tree_paths(params), jax.tree.leaves(params), jax.tree.leaves(p), strict=True
+    ):
+        # Frozen parameters bit-identical in every mode; the trainable layer's all moved.
+        assert np.array_equal(a, b) != path.startswith("layer2/"), (bn_mode, path)
+
+
+def test_embed_rejects_an_unknown_bn_mode(victim):
+    ds, model, params, state, trig = victim
+    with pytest.raises(ValueError, match="inference|trainable|all"):
+        embed.baseline_embed(
+            model.apply, params, state, trig.images, trig.labels,
+            **_kw(ds, epochs=1, bn_mode="frozen"),
+        )  # fmt: skip

@@ -297,3 +297,19 @@ def test_reproduce_units_are_bound_and_take_restart_from_presets_too(piped, tmp_
         report._run_unit(_pipeline(**fields), unit, attacks=False)
     report._run_unit(_pipeline(restart=True, **fields), unit, attacks=False)
     assert not (unit / "baseline").exists() and (unit / "replaced").is_dir()
+
+
+def test_embed_rerun_with_another_operating_point_or_bn_mode_is_refused(
+    finished, embedded, tmp_path
+):
+    wd = _copy(embedded, tmp_path / "embed")
+    more = {"embed.more_sets": ("layer1,head",)}
+    with pytest.raises(ConfigError) as err:
+        modes.run(_embed(finished, **more, **{"embed.operating_point": "paper_literal"}), wd)
+    msg = _one_line(err)
+    # The resolved fields are bound too, so the same point typed out field by field agrees.
+    assert "embed.operating_point 'matched' -> 'paper_literal'" in msg
+    assert "embed.clean_per_trigger 2 -> 0" in msg and "embed.target_retention 0.85 -> 0" in msg
+    with pytest.raises(ConfigError) as err:
+        modes.run(_embed(finished, **more, **{"embed.bn_mode": "all"}), wd)
+    assert "embed.bn_mode 'inference' -> 'all'" in _one_line(err)

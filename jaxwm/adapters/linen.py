@@ -36,8 +36,8 @@ def from_linen(
     ``params`` are ``variables["params"]``; ``state`` is the one other collection if there is
     one (``batch_stats``), whose paths are the module paths, so the training code can restore
     the statistics of frozen layers. Linen modules take no ``frozen`` hint, except that when
-    every layer is frozen (embedding with ``freeze_bn_stats``) the module runs in inference
-    mode.
+    every layer is frozen (embedding with ``bn_mode="inference"``) the module runs in
+    inference mode.
 
     Args:
       module: The Linen module; it maps float NHWC images to logits.

@@ -157,7 +157,7 @@ def step_fn(
     tx = optimizer(hp, mask, 1, update_filter=f)
     return train.make_train_step(
         apply_fn, tx, mean, std, mask=mask, label_smoothing=hp.label_smoothing,
-        crop_pad=hp.crop_pad, flip=hp.flip, freeze_state=hp.freeze_state,
+        crop_pad=hp.crop_pad, flip=hp.flip, bn_mode=hp.bn_mode,
     )  # fmt: skip
 
 

@@ -18,6 +18,9 @@ import optax
 
 from jaxwm.engine import optim
 
+# How stateful layers train (see Hparams.bn_mode and jaxwm.engine.train.make_train_step).
+BN_MODES = ("inference", "trainable", "all")
+
 
 @dataclasses.dataclass(frozen=True)
 class Hparams:
@@ -34,8 +37,12 @@ class Hparams:
       weight_decay: Decoupled weight decay on kernels (``ndim > 1``) only.
       label_smoothing: Label smoothing of the cross-entropy.
       crop_pad, flip: Augmentation: random crop after reflect padding, horizontal flip.
-      freeze_state: Keep all model state (BatchNorm statistics) fixed, every stateful layer in
-        inference mode (embedding on a tiny out-of-distribution trigger set).
+      bn_mode: How stateful layers (BatchNorm) train, one of :data:`BN_MODES`:
+        ``"inference"``: every layer in inference mode, all state kept (embedding on a tiny
+        out-of-distribution trigger set); ``"trainable"``: batch statistics for the trainable
+        layers, frozen layers in inference mode with their statistics restored; ``"all"``
+        (PyTorch's ``model.train()``): every layer uses batch statistics and updates its
+        running averages, frozen ones included (frozen *parameters* still never change).
       steps_per_call: Optimizer steps per compiled call of ``fit`` (0 = one epoch per call).
       eval_every, checkpoint_every: ``fit``'s evaluation and checkpoint periods, in epochs.
     """
@@ -52,7 +59,7 @@ class Hparams:
     label_smoothing: float = 0.0
     crop_pad: int = 4
     flip: bool = True
-    freeze_state: bool = False
+    bn_mode: str = "trainable"
     steps_per_call: int = 0
     eval_every: int = 1
     checkpoint_every: int = 1

@@ -28,6 +28,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxwm.engine import compiled, partition
+from jaxwm.engine.hparams import BN_MODES
 
 PyTree = Any
 
@@ -141,7 +142,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     crop_pad: int = 4,
     flip: bool = True,
-    freeze_state: bool = False,
+    bn_mode: str = "trainable",
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds one SGD step ``step(ts, images_u8, labels) -> (ts, metrics)`` (not yet jitted).
 
@@ -154,17 +155,27 @@ def make_train_step(
         stateful layers under them run in inference mode with their statistics restored.
       label_smoothing: Label smoothing for the cross-entropy.
       crop_pad, flip: Augmentation (``crop_pad=0, flip=False`` disables it).
-      freeze_state: Run every stateful layer in inference mode and keep all model state
-        (e.g. when training on a tiny out-of-distribution trigger set whose batch statistics
-        would corrupt the running averages).
+      bn_mode: How stateful layers (BatchNorm) train (:data:`jaxwm.engine.hparams.BN_MODES`).
+        ``"inference"``: every layer in inference mode and all model state kept (e.g. when
+        training on a tiny out-of-distribution trigger set whose batch statistics would
+        corrupt the running averages). ``"trainable"``: the layers under ``mask``'s frozen
+        modules in inference mode with their state restored, the others in batch-statistics
+        mode. ``"all"`` (PyTorch's ``model.train()``): every layer in batch-statistics mode
+        and all running averages updated, frozen layers included; frozen parameters are
+        still passed through bit-identical.
 
     Returns:
       The step. Metrics are sums over the batch: ``loss_sum``, ``correct``, ``count``.
     """
-    frozen = partition.frozen_modules(mask) if mask is not None else ()
-    if freeze_state:
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {'|'.join(BN_MODES)}, got {bn_mode!r}")
+    if bn_mode == "inference":
         # Every module path that holds state (the empty-string prefix would match everything).
-        frozen = ("",)
+        frozen: tuple[str, ...] = ("",)
+    elif bn_mode == "all" or mask is None:
+        frozen = ()  # no hint: every stateful layer trains on batch statistics
+    else:
+        frozen = partition.frozen_modules(mask)
 
     def step(ts: TrainState, images: jax.Array, labels: jax.Array):
         key = jax.random.fold_in(jax.random.wrap_key_data(ts.rng), ts.step)
@@ -180,9 +191,9 @@ def make_train_step(
             return cross_entropy(logits, labels, label_smoothing), (logits, new_state)
 
         (loss, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        if freeze_state:
+        if bn_mode == "inference":
             new_state = ts.state
-        elif mask is not None:
+        elif bn_mode == "trainable" and mask is not None:
             keep = partition.state_mask(new_state, frozen)
             new_state = jax.tree.map(lambda k, o, n: o if k else n, keep, ts.state, new_state)
         if mask is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxwm import triggers
+from jaxwm import embed, triggers
 from jaxwm.errors import ConfigError
 from jaxwm.runner import config_fields
 
@@ -75,6 +75,10 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
     ref = _flatten(reference if reference is not None else defaults())
     got = _flatten(cfg)
     for name, value in got.items():
+        if name in config_fields.RENAMED:
+            raise ConfigError(
+                f"config field {name!r} was replaced by {config_fields.RENAMED[name]}"
+            )
         if name not in ref:
             close = difflib.get_close_matches(name, list(ref), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -96,6 +100,46 @@ def validate(cfg: ml_collections.ConfigDict, reference: ml_collections.ConfigDic
         raise ConfigError(
             "config fields 'model.stage_sizes' and 'model.widths' must have equal length"
         )
+    resolve_operating_point(cfg)
+    return cfg
+
+
+def resolve_operating_point(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fills ``embed.clean_per_trigger`` and ``embed.target_retention`` from the operating point.
+
+    A field left at -1 takes the named point's value (``custom``: 0). A value given for a named
+    point must agree with it: ``paper_literal`` takes no clean images and no early stop,
+    ``mixed`` some clean images (any number > 0) and no early stop, ``matched`` both (any
+    values > 0). Anything else is a :class:`ConfigError` naming both fields, so a typed value
+    is never silently overridden. Idempotent (:func:`validate` calls it; so may reruns).
+
+    Args:
+      cfg: A config whose fields have been type-checked; changed in place.
+
+    Returns:
+      ``cfg``.
+
+    Example:
+      >>> c = defaults(); c.embed.operating_point = "mixed"
+      >>> resolve_operating_point(c).embed.clean_per_trigger
+      2.0
+    """
+    e = cfg.embed
+    name = e.operating_point
+    if name == "custom":
+        point = embed.OperatingPoint(0.0, 0.0, "the fields as given")
+    else:
+        point = embed.OPERATING_POINTS[name]
+    for field in ("clean_per_trigger", "target_retention"):
+        given, implied = e[field], getattr(point, field)
+        if given == config_fields.FROM_POINT:
+            e[field] = float(implied)
+        elif name != "custom" and (given > 0) != (implied > 0):
+            raise ConfigError(
+                f"config field 'embed.{field}'={given!r} contradicts "
+                f"'embed.operating_point'={name!r} ({point.reading}); leave embed.{field} "
+                "unset, or set embed.operating_point='custom' to use the fields as given"
+            )
     return cfg
 
 
@@ -195,7 +239,9 @@ def preset(dataset: str) -> ml_collections.ConfigDict:
     """Defaults plus the paper-scale settings for ``mnist``, ``cifar10`` or ``cifar100``.
 
     The watermark is 100 abstract images with random labels embedded into ``layer4`` and
-    ``head`` (Algorithm 1 unfreezes ``head`` first), trained on D alone as in the paper.
+    ``head`` (Algorithm 1 unfreezes ``head`` first), at the default operating point
+    ``matched`` (2 clean images per trigger, stopped at 85% retention on D); the paper's
+    literal D alone is ``embed.operating_point="paper_literal"``.
     """
     if dataset not in _PRESETS:
         raise ConfigError(f"no preset for {dataset!r}; known: {sorted(_PRESETS)}")

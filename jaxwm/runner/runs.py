@@ -88,7 +88,7 @@ def embed_settings(cfg: ml_collections.ConfigDict) -> Hparams:
         batch_size=e.batch_size,
         optimizer=e.optimizer,
         weight_decay=e.weight_decay,
-        freeze_state=e.freeze_bn_stats,
+        bn_mode=e.bn_mode,
     )
 
 
