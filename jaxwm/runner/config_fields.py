@@ -220,4 +220,8 @@ FIELDS: tuple[Field, ...] = (
     F("attack.max_acc_drop", 0.05, "WRT: success needs at most this clean-accuracy loss",
       Check(lambda v: 0 <= v <= 1, "in [0, 1] (a fraction: 0.05 = 5 points)")),
     F("attack.plots", True, "draw the figures of jaxwm.runner.plots"),
+    F("attack.figure_widths", ("double", "single"),
+      "widths drawn, each as PDF and PNG: double (7 in, <name>.pdf) and single (3.4 in, "
+      "<name>_single.pdf) column", tuple_of(lambda w: w in ("double", "single"),
+                                             "a non-empty tuple of double|single")),
 )  # fmt: skip
