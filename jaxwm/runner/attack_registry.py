@@ -2,8 +2,9 @@
 
 Each :class:`AttackKind` names the kind (what ``attack.kinds`` lists), the function that yields
 its attacked models over a list of strengths, the unit of those strengths, the ``attack.*``
-config field that holds them, the figure and panel title :mod:`jaxwm.runner.plots` draws it in,
-and whether a larger strength is the stronger attack (fewer quantization bits is stronger).
+config field that holds them, the figure, panel, title, axis name and axis spacing
+:mod:`jaxwm.runner.plots` draws it with, and whether a larger strength is the stronger attack
+(fewer quantization bits is stronger).
 :mod:`jaxwm.runner.config` takes the kind names from here, :mod:`jaxwm.runner.attack_runs` the
 functions and units, :mod:`jaxwm.runner.attack_tables` the order of strengths.
 
