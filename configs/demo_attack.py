@@ -4,7 +4,8 @@ Attacks both watermarked models of ``configs/demo.py`` (partitioned and baseline
 fine-tuning (FTLL/FTAL/RTLL/RTAL and the adaptive Algorithm-1 attacker), activation-frequency,
 magnitude and fine-pruning, quantization, weight noise, distillation and overwriting. The
 attacker gets half of the digits test set (180 images); clean accuracy is measured on the
-other half (179). Writes attacks.json/.csv/.md and four PNGs to runs/demo_attack.
+other half (179). Writes attacks.json/.csv/.md and four figures (PDF and PNG, one- and
+two-column width; README "Figures for a paper") to runs/demo_attack.
 
 Command:   python launch.py --config=configs/demo_attack.py
            (run python launch.py --config=configs/demo.py first: it writes runs/demo; another

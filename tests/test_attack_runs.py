@@ -22,8 +22,10 @@ ATTACK = [
     "--config.attack.prune_ratios=(0.0,0.5)",
     "--config.attack.quant_bits=(8,)",
     "--config.attack.batch_size=16",
+    "--config.attack.figure_widths=('single',)",  # both widths: tests/test_plots.py
 ]
-PNGS = ("fig2_finetune.png", "fig3_pruning.png", "attacks_other.png", "attacks_scatter.png")
+FIGURES = tuple(f"{stem}_single.{fmt}" for stem in ("fig2_finetune", "fig3_pruning",
+                "attacks_other", "attacks_scatter") for fmt in ("pdf", "png"))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def attack_run(tmp_path_factory, pipeline_src):
 
 def test_writes_results_table_and_plots(attack_run):
     wd, out, proc = attack_run
-    for name in ("attacks.json", "attacks.csv", "attacks.md", *PNGS):
+    for name in ("attacks.json", "attacks.csv", "attacks.md", *FIGURES):
         assert (wd / name).is_file() and (wd / name).stat().st_size > 0, name
     assert "| ftal | partitioned |" in proc.stdout and "WRT success" in proc.stdout
     assert "[baseline 3/3] quantize" in proc.stderr
@@ -134,8 +136,8 @@ def test_decision_threshold_is_necessary_for_ownership(n, k_classes, nulls):
 
 def test_plot_cli_replots(attack_run, tmp_path):
     wd, _, _ = attack_run
-    paths = plots.main([str(wd / "attacks.json"), "--out", str(tmp_path)])
-    assert sorted(p.name for p in paths) == sorted(PNGS)
+    paths = plots.main([str(wd / "attacks.json"), "--out", str(tmp_path), "--widths", "single"])
+    assert sorted(p.name for p in paths) == sorted(FIGURES)
     assert all(p.stat().st_size > 1000 for p in paths)
 
 

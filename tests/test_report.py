@@ -5,6 +5,9 @@ import json
 import pytest
 from test_runs import SECRET, TINY, run_mode
 
+from jaxwm.runner import config
+from jaxwm.runner.report import render
+
 STUDY = [
     *TINY,
     "--config.mode=reproduce",
@@ -72,3 +75,13 @@ def test_a_failing_unit_process_is_one_clean_error_naming_its_log(tmp_path):
     assert str(tmp_path / "synthetic" / "seed0" / "log.txt") in proc.stderr
     assert "no_such_layer" in proc.stderr  # the unit's own error, from its log
     assert "Traceback (most recent call last)" not in proc.stderr.split("error: job")[0]
+
+
+def test_report_links_the_pooled_figures_double_width_first():
+    # Hand-built: a skipped study still gets the cross-dataset figures' links (no training).
+    studies = {"mnist": {"entry": "mnist=x", "seeds": [], "skipped": "no data"}}
+    figures = {"": ["fig2_datasets.pdf", "fig2_datasets.png", "fig2_datasets_single.png"]}
+    report = render(studies, config.defaults(), 1.0, figures)
+    assert "- [fig2_datasets.png](fig2_datasets.png)" in report
+    assert "_single" not in report and ".pdf)" not in report  # one link per figure
+    assert "Figures 2 and 3 across datasets" not in render(studies, config.defaults(), 1.0)

@@ -2,8 +2,9 @@
 
 Each :class:`AttackKind` names the kind (what ``attack.kinds`` lists), the function that yields
 its attacked models over a list of strengths, the unit of those strengths, the ``attack.*``
-config field that holds them, the figure and panel title :mod:`jaxwm.runner.plots` draws it in,
-and whether a larger strength is the stronger attack (fewer quantization bits is stronger).
+config field that holds them, the figure, panel, title, axis name and axis spacing
+:mod:`jaxwm.runner.plots` draws it with, and whether a larger strength is the stronger attack
+(fewer quantization bits is stronger).
 :mod:`jaxwm.runner.config` takes the kind names from here, :mod:`jaxwm.runner.attack_runs` the
 functions and units, :mod:`jaxwm.runner.attack_tables` the order of strengths.
 
@@ -93,6 +94,12 @@ class AttackKind:
       panel: Its panel's position in that figure (the paper's main setting first).
       title: The panel title.
       larger_is_stronger: False when a smaller strength is the stronger attack (bits).
+      axis: The x-axis name with its unit, as a paper figure prints it ("fine-tuning
+        epochs"); empty: "strength (<unit>)".
+      xscale: How the plots space the strengths: "linear"; "log2" (symmetric log base 2,
+        linear below 1, so 0, 1, 2, 4 ... 32 epochs are evenly spaced and 0 still shows);
+        "discrete" (ticks at exactly the strengths run, e.g. 8, 6, 4 bits).
+      short: The kind's name in legends ("FTAL"); empty: ``name``.
     """
 
     name: str
@@ -103,6 +110,12 @@ class AttackKind:
     panel: int
     title: str
     larger_is_stronger: bool = True
+    axis: str = ""
+    xscale: str = "linear"
+    short: str = ""
+
+
+XSCALES = ("linear", "log2", "discrete")  # tests/test_attack_registry.py: every entry uses one
 
 
 def _data(ctx: AttackContext, key) -> dict[str, Any]:
@@ -263,32 +276,46 @@ def _ft(last_only: bool, reinit: bool) -> PointsFn:
 # Every attack kind, in the order of attack.kinds' default. Append new kinds: the position
 # seeds each kind's random key (jax.random.fold_in), so reordering changes every result.
 KINDS: tuple[AttackKind, ...] = (
+    # Panels in the Watermark-Robustness-Toolbox order: FTLL, FTAL, RTLL, RTAL.
     AttackKind("ftll", _ft(last_only=True, reinit=False), "epochs", "ft_epochs",
-               "finetune", 1, "FTLL (fine-tune last layer)"),
+               "finetune", 0, "FTLL (fine-tune last layer)",
+               axis="fine-tuning epochs", xscale="log2", short="FTLL"),
     AttackKind("ftal", _ft(last_only=False, reinit=False), "epochs", "ft_epochs",
-               "finetune", 0, "FTAL (fine-tune all layers)"),
+               "finetune", 1, "FTAL (fine-tune all layers)",
+               axis="fine-tuning epochs", xscale="log2", short="FTAL"),
     AttackKind("rtll", _ft(last_only=True, reinit=True), "epochs", "ft_epochs",
-               "finetune", 3, "RTLL (re-init head, train it)"),
+               "finetune", 2, "RTLL (re-init head, train it)",
+               axis="fine-tuning epochs", xscale="log2", short="RTLL"),
     AttackKind("rtal", _ft(last_only=False, reinit=True), "epochs", "ft_epochs",
-               "finetune", 2, "RTAL (re-init head, train all)"),
+               "finetune", 3, "RTAL (re-init head, train all)",
+               axis="fine-tuning epochs", xscale="log2", short="RTAL"),
     AttackKind("adaptive", _adaptive, "epochs", "ft_epochs",
-               "finetune", 4, "Adaptive (Algorithm-1 unfreezing)"),
+               "finetune", 4, "Adaptive (Algorithm-1 unfreezing)",
+               axis="fine-tuning epochs", xscale="log2", short="adaptive"),
     AttackKind("prune", _prune, "ratio", "prune_ratios",
-               "pruning", 0, "Activation-frequency pruning"),
+               "pruning", 0, "Activation-frequency pruning",
+               axis="pruning ratio (channels)", short="act.-freq. pruning"),
     AttackKind("magnitude", _magnitude, "ratio", "prune_ratios",
-               "pruning", 2, "Magnitude pruning"),
+               "pruning", 2, "Magnitude pruning",
+               axis="pruning ratio (weights)", short="magnitude pruning"),
     AttackKind("fine_prune", _fine_prune, "ratio", "prune_ratios",
-               "pruning", 1, "Fine-pruning"),
+               "pruning", 1, "Fine-pruning",
+               axis="pruning ratio (channels)", short="fine-pruning"),
     AttackKind("quantize", _quantize, "bits", "quant_bits",
-               "other", 0, "Quantization", larger_is_stronger=False),
+               "other", 0, "Quantization", larger_is_stronger=False,
+               axis="weight precision (bits)", xscale="discrete", short="quantization"),
     AttackKind("noise", _noise, "sigma", "noise_sigmas",
-               "other", 1, "Gaussian weight noise"),
+               "other", 1, "Gaussian weight noise",
+               axis="noise σ (× tensor std)", short="weight noise"),
     AttackKind("distill", _distill, "epochs", "distill_epochs",
-               "other", 2, "Distillation"),
+               "other", 2, "Distillation",
+               axis="distillation epochs", xscale="log2", short="distillation"),
     AttackKind("overwrite", _overwrite, "epochs", "overwrite_epochs",
-               "other", 3, "Overwriting"),
+               "other", 3, "Overwriting",
+               axis="overwriting epochs", xscale="log2", short="overwriting"),
     AttackKind("liu_fine_prune", _liu_fine_prune, "max_drop", "liu_max_drop",
-               "pruning", 3, "Fine-pruning (Liu et al.: last layer to a drop)"),
+               "pruning", 3, "Fine-pruning (Liu et al.: last layer to a drop)",
+               axis="accuracy-drop threshold (fraction)", short="Liu fine-pruning"),
 )  # fmt: skip
 REGISTRY: dict[str, AttackKind] = {k.name: k for k in KINDS}
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # tests/test_attack_registry.py: unique, fields exist

@@ -395,7 +395,7 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     (workdir / "attacks.md").write_text(head + table)
     print(head + table, end="")
     if cfg.attack.plots:
-        out["plots"] = [str(p) for p in plots.plot_all(out, workdir)]
+        out["plots"] = [str(p) for p in plots.plot_all(out, workdir, cfg.attack.figure_widths)]
         experiments.write_json(workdir / "attacks.json", out)
         _say("plots: " + ", ".join(out["plots"]))
     return out

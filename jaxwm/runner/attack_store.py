@@ -13,7 +13,7 @@ seed, ``data.source``, the source pipeline's fingerprint, the ``watermark.*`` (n
 every ``attack.*`` field except those that only choose *which* points run or how they are
 reported (:data:`NEUTRAL`): the kinds, the schemes, the strength lists (a point's result does
 not depend on the other strengths, see :data:`jaxwm.runner.attack_registry.PointsFn`), the
-plots and ``save_models``. A rerun with other fields is refused in one line naming them;
+plots, ``figure_widths`` and ``save_models``. A rerun with other fields is refused in one line naming them;
 ``restart=True`` moves the earlier records and outputs aside to ``<workdir>/replaced/<time>/``.
 
 Example:
@@ -42,7 +42,7 @@ OUTPUTS = (FILE, "attacks.json", "attacks.csv", "attacks.md", "attacked", "fig*.
            "attacks_*.png")  # fmt: skip
 # attack.* fields that choose which points run or how they are reported, never a result.
 NEUTRAL = frozenset({"attack.kinds", "attack.schemes", "attack.plots", "attack.save_models",
-                     "attack.source"})  # fmt: skip
+                     "attack.source", "attack.figure_widths"})  # fmt: skip
 VERIFY_FIELDS = ("alpha", "fpr", "confidence", "nulls")  # what ctx.measure's verdict reads
 
 Key = tuple[str, str, float]

@@ -257,4 +257,8 @@ FIELDS: tuple[Field, ...] = (
     F("attack.plots", True, "draw the figures of jaxwm.runner.plots"),
     F("attack.save_models", False,
       "save each attacked model to <workdir>/attacked/<scheme>/<kind>/<strength>/"),
+    F("attack.figure_widths", ("double", "single"),
+      "widths drawn, each as PDF and PNG: double (7 in, <name>.pdf) and single (3.4 in, "
+      "<name>_single.pdf) column", tuple_of(lambda w: w in ("double", "single"),
+                                             "a non-empty tuple of double|single")),
 )  # fmt: skip

@@ -29,7 +29,7 @@ import ml_collections
 from jaxwm.engine import compile_stats
 from jaxwm.engine.sweep import aggregate, format_stat
 from jaxwm.errors import ConfigError, DatasetError
-from jaxwm.runner import attack_runs, config, experiments, fingerprint, procpool, runs
+from jaxwm.runner import attack_runs, config, experiments, fingerprint, plots, procpool, runs
 
 
 def _entry_config(cfg: ml_collections.ConfigDict, entry: str, seed: int) -> tuple[str, Any]:
@@ -140,8 +140,13 @@ def run_reproduce(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, An
         if study["skipped"]:  # reported as skipped, not silently dropped
             study["seeds"] = []
             print(f"skipping {label}: {study['skipped']}", file=sys.stderr)
+    figures: dict[str, list[str]] = {}
+    if cfg.reproduce.attacks and cfg.attack.plots:  # pooled over seeds: mean ± std bands
+        pooled = {k: [s["attack"] for s in v["seeds"] if s["attack"]] for k, v in studies.items()}
+        made = plots.plot_studies(pooled, workdir, cfg.attack.figure_widths)
+        figures = {k: [str(p.relative_to(workdir)) for p in v] for k, v in made.items()}
     wall = time.perf_counter() - t0
-    report = render(studies, cfg, wall)
+    report = render(studies, cfg, wall, figures)
     (workdir / "REPORT.md").write_text(report)
     summary = {"studies": {k: _table_row(v) for k, v in studies.items()}, "wall_s": wall,
                "processes": slots, "environment": experiments.environment()}  # fmt: skip
@@ -191,8 +196,14 @@ def _pct(stat: dict[str, Any]) -> str:
     return format_stat({k: (100 * v if k in ("mean", "std") else v) for k, v in stat.items()}, 2)
 
 
-def render(studies: dict[str, dict[str, Any]], cfg: ml_collections.ConfigDict, wall: float) -> str:
-    """The markdown report."""
+def render(
+    studies: dict[str, dict[str, Any]],
+    cfg: ml_collections.ConfigDict,
+    wall: float,
+    figures: dict[str, list[str]] | None = None,
+) -> str:
+    """The markdown report; ``figures``: label (``""``: across datasets) -> files, relative."""
+    figures = figures or {}
     env = experiments.environment()
     lines = [
         "# jaxwm reproduction report",
@@ -251,10 +262,16 @@ def render(studies: dict[str, dict[str, Any]], cfg: ml_collections.ConfigDict, w
         if not first or not first["attack"]:
             continue
         lines += [f"### {label}", "", attack_runs.summary_table(first["attack"]["summary"]), ""]
-        rel = Path(first["dir"]).name
-        for png in ("fig2_finetune.png", "fig3_pruning.png", "attacks_scatter.png"):
-            lines.append(f"- [{png}]({label}/{rel}/attack/{png})")
+        pooled = [f for f in figures.get(label, []) if f.endswith(".png")]
+        if pooled:
+            lines.append(f"Figures, mean ± std over {len(study['seeds'])} seed(s) (a PDF beside "
+                         "each PNG; `_single`: one-column width):")  # fmt: skip
+            lines += [f"- [{Path(f).name}]({f})" for f in pooled if "_single" not in f]
         lines.append("")
+    across = [f for f in figures.get("", []) if f.endswith(".png") and "_single" not in f]
+    if across:
+        lines += ["## Figures 2 and 3 across datasets (FTAL; activation-frequency pruning)", ""]
+        lines += [f"- [{f}]({f})" for f in across] + [""]
     return "\n".join(lines) + "\n"
 
 
