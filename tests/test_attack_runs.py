@@ -55,6 +55,12 @@ def test_writes_results_table_and_plots(attack_run):
         (a, s) for a in ("ftal", "prune", "quantize") for s in ("partitioned", "baseline")
     }
     assert SECRET not in (wd / "attacks.json").read_text()
+    assert SECRET not in (wd / "log.txt").read_text()
+    md = (wd / "attacks.md").read_text()
+    cells = [c.strip() for line in md.splitlines() if line.startswith("| ftal")
+             for c in line.strip("|").split("|")]  # fmt: skip
+    assert cells and not any("/" in c or "(" in c for c in cells)  # one number per cell
+    assert "evaluation share of the test split" in md  # the split its accuracies are on
 
 
 def test_records_are_complete_and_consistent(attack_run):

@@ -20,6 +20,7 @@ from PIL import Image
 
 from jaxwm import data
 from jaxwm.data import Dataset, imagefolder, load_dataset, sources
+from jaxwm.data.dataset import read_digits
 from jaxwm.errors import DatasetError
 
 SHARED = Path("/work/shared/data")
@@ -369,6 +370,21 @@ def test_digits_embedded_default():
     again = load_dataset("digits")
     np.testing.assert_array_equal(again.test_images, ds.test_images)
     np.testing.assert_array_equal(again.train_labels, ds.train_labels)
+
+
+def test_embedded_digits_are_scikit_learns_and_reproducible():
+    sk = pytest.importorskip("sklearn.datasets")
+    values, labels = read_digits()  # checks the file's sha256 too
+    bunch = sk.load_digits()
+    np.testing.assert_array_equal(values, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import make_digits
+    finally:
+        sys.path.pop(0)
+    committed = Path(data.__file__).with_name("digits.npy.gz").read_bytes()
+    assert make_digits.build() == committed  # the script regenerates the committed bytes
 
 
 def test_synthetic_defaults_and_determinism():

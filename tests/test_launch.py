@@ -93,9 +93,12 @@ def test_killed_or_interrupted_run_resumes_to_the_same_result(tmp_path):
             assert f"checkpoint {killed / 'checkpoints' / str(last)} (epoch {last}/12)" in line
             assert f"run the same command: python launch.py {args[0]}" in line
             assert f"--workdir={killed}" in line and len(err.splitlines()) <= 2, err
+            assert line in (killed / "log.txt").read_text()  # log.txt keeps the error too
 
-        resumed = launch(*args, f"--workdir={killed}")
+        verbose = ["--verbosity=0"] if sig == signal.SIGKILL else []  # INFO on the console
+        resumed = launch(*args, f"--workdir={killed}", *verbose)
         assert "resuming train from epoch" in resumed.stderr
+        assert ("resumed from" in resumed.stderr) == bool(verbose)  # loop.py's INFO record
         epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
         assert epochs == list(range(1, 13))  # one row per epoch, none repeated by the resume
         p_res, s_res, _ = checkpoint.load_model(killed)

@@ -87,8 +87,11 @@ def run_mode(*args, secret=SECRET, check=True):
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("pipeline")
-    proc = run_mode(
-        *TINY, "--config.pipeline.methods=('partitioned','baseline','adi')", f"--workdir={wd}"
+    proc = run_mode(  # with progress: stderr is no terminal here, so plain lines (log.txt)
+        *TINY,
+        "--config.pipeline.methods=('partitioned','baseline','adi')",
+        f"--workdir={wd}",
+        "--config.progress=True",
     )
     return wd, proc
 
@@ -104,14 +107,21 @@ def test_pipeline_writes_table_and_owns_only_watermarked_models(pipeline_run):
         assert (wd / method / "model" / "meta.json").is_file()
     table = (wd / "table1.md").read_text()
     assert "| partitioned |" in table and "| baseline |" in table and "victim" in table
-    assert "| jaxwm (synthetic) |" in table  # the paper's layout, one row per dataset
-    assert "| partitioned |" in proc.stdout
+    assert table.count("| model |") == 1  # one Table 1, printed once
+    assert "on the full test split (64 images)" in table  # the split clean accuracy is on
+    assert proc.stdout.count("| partitioned |") == 1
+    log = (wd / "log.txt").read_text()
+    assert "train epoch 4/4" in log and "\r" not in log  # plain progress lines, not bar frames
+    assert "| partitioned |" in log  # and what was printed
+    rows = [json.loads(x) for x in (wd / "victim" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lr"] >= 0 for r in rows) and rows[0]["lr"] > rows[-1]["lr"]  # cosine decay
 
 
 def test_secret_is_never_written(pipeline_run):
     wd, _ = pipeline_run
-    for path in wd.rglob("*.json"):
+    for path in [*wd.rglob("*.json"), *wd.rglob("log.txt")]:
         assert SECRET not in path.read_text(), path
+    assert (wd / "log.txt").is_file()
 
 
 def _verify(wd, tmp, name, *extra, digest=True, **kw):  # in process: see run_mode

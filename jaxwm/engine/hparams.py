@@ -90,6 +90,31 @@ def optimizer_for(
     )
 
 
+def learning_rate(hp: Hparams, total_steps: int, step: int, *, steps_per_epoch: int = 0) -> float:
+    """The learning rate :func:`optimizer_for` applies at optimizer step ``step`` (0-based).
+
+    Args:
+      hp: Hyper-parameters.
+      total_steps: The schedule's length, as given to :func:`optimizer_for`.
+      step: The step.
+      steps_per_epoch: As given to :func:`optimizer_for`.
+
+    Returns:
+      The rate, a Python float (what ``metrics.jsonl`` records per epoch).
+
+    Example:
+      >>> learning_rate(Hparams(peak_lr=0.1, schedule="constant"), 100, 5)
+      0.1
+    """
+    schedule = optim.lr_schedule(
+        hp.peak_lr,
+        max(int(total_steps), 1),
+        warmup_steps=int(round(hp.warmup_epochs * steps_per_epoch)),
+        kind=hp.schedule,
+    )
+    return float(schedule(step))
+
+
 def program_key(hp: Hparams, batch_size: int | None = None) -> Hparams:
     """``hp`` as a compiled-program key: what shapes the program, nothing else.
 

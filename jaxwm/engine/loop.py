@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxwm.data import Dataset
 from jaxwm.engine import checkpoint, epochs, parallel, train
-from jaxwm.engine.hparams import Hparams
+from jaxwm.engine.hparams import Hparams, learning_rate
 
 log = logging.getLogger(__name__)
 PyTree = Any
@@ -86,6 +86,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     data_parallel: bool | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
     """Trains a model on ``ds``, resuming from ``workdir/checkpoints`` when present.
 
@@ -97,7 +98,8 @@ def fit(
       workdir: Run directory for ``metrics.jsonl`` and ``checkpoints/``; None keeps nothing.
       mask: Optional trainable mask (see :mod:`jaxwm.engine.partition`); None trains everything.
       init_state: Start from these params/state instead of a fresh initialisation.
-      progress: Show a progress bar (on stderr).
+      progress: Show progress on stderr: a bar on a terminal; one plain line per epoch
+        otherwise (a log file or a Slurm output gets no ``\\r`` frames).
       desc: Progress-bar label.
       data_parallel: Shard each batch over all devices with parameters, optimizer state and
         dataset replicated (see :mod:`jaxwm.engine.parallel`); None (default) does so when more than
@@ -105,6 +107,8 @@ def fit(
         the device count. The returned state is then replicated on all devices. With several
         processes, only process 0 writes ``metrics.jsonl`` and progress (orbax coordinates
         the checkpoint, which process 0 writes).
+      on_epoch: Called (process 0 only) with each epoch's ``metrics.jsonl`` row, e.g. a
+        TensorBoard writer.
 
     Returns:
       A :class:`FitResult` with the final state and test accuracy.
@@ -154,12 +158,14 @@ def fit(
             _trim_jsonl(metrics_path, start_epoch)  # one row per epoch after any resume
 
     data_key = jax.random.key(seed + 1)
+    show = progress and primary
+    plain = show and not _is_terminal(sys.stderr)
     bar = tqdm(
         total=total,
         initial=start_epoch * steps_per_epoch,
         desc=desc,
         unit="step",
-        disable=not (progress and primary),
+        disable=not show or plain,
         dynamic_ncols=True,
         file=sys.stderr,
     )
@@ -186,20 +192,20 @@ def fit(
             "img_per_s": sums["count"] / dt,
             "epoch_s": dt,
             "wall_s": time.perf_counter() - t0,
+            # The rate of the epoch's last step (the schedule of this run's optimizer).
+            "lr": learning_rate(hp, total, int(ts.step) - 1, steps_per_epoch=steps_per_epoch),
         }
         last = epoch + 1 == hp.epochs
         if last or (hp.eval_every > 0 and (epoch + 1) % hp.eval_every == 0):
             acc = float(evaluate(ts.params, ts.state, x_test, y_test))
             row["test_acc"] = acc
-            if progress and primary:
-                bar.write(
-                    f"{desc} epoch {epoch + 1}/{hp.epochs}: loss {row['loss']:.4f} "
-                    f"train {row['train_acc']:.4f} test {acc:.4f} ({row['img_per_s']:,.0f} img/s)",
-                    file=sys.stderr,
-                )
+        if plain or (show and "test_acc" in row):
+            bar.write(_epoch_line(desc, epoch + 1, hp.epochs, row), file=sys.stderr)
         history.append(row)
         if metrics_path is not None and primary:
             _write_jsonl(metrics_path, row)
+        if on_epoch is not None and primary:
+            on_epoch(row)
         if ckpt is not None and (last or (epoch + 1) % max(hp.checkpoint_every, 1) == 0):
             # A host copy: the next chunk donates ``ts``'s device buffers while orbax writes.
             # Every process calls save (orbax synchronises them); process 0 writes host arrays.
@@ -211,6 +217,23 @@ def fit(
     if math.isnan(acc):  # resumed after the last epoch: evaluate the restored state
         acc = float(evaluate(ts.params, ts.state, x_test, y_test))
     return FitResult(ts, acc, history, time.perf_counter() - t0)
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def _epoch_line(desc: str, epoch: int, epochs: int, row: dict) -> str:
+    """One epoch as one plain line (the test accuracy is on the full test split)."""
+    test = f" test {row['test_acc']:.4f}" if "test_acc" in row else ""
+    return (
+        f"{desc} epoch {epoch}/{epochs}: loss {row['loss']:.4f} train {row['train_acc']:.4f}"
+        f"{test} lr {row['lr']:.3g} ({row['img_per_s']:,.0f} img/s, {row['epoch_s']:.1f} s)"
+    )
 
 
 def _accumulate(sums, m, bar, chunk, batch_size, t_epoch) -> dict:

@@ -17,7 +17,7 @@ Example:
     >>> row["strongest_owned"], row["weakest_lost"], row["success_at"]
     (0.25, 0.5, 0.5)
     >>> summary_table([row]).splitlines()[2]
-    '| prune | partitioned | ratio | 0.25 | 0.5 | 0.5: 50.0 / 90.0 | yes (at 0.5) |'
+    '| prune | partitioned | ratio | 0.25 | 0.5 | 0.5 | 50.0 | 90.0 | yes | 0.5 |'
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from jaxwm.runner import attack_registry
+
+# Under every attack table: which images its accuracies are measured on.
+EVAL_NOTE = (
+    "Accuracy % is on the evaluation share of the test split (the attacker's share held out), "
+    "not on the full test split that table1.md uses."
+)
 
 # Columns of attacks.csv: the fields of one point record, in order.
 CSV_FIELDS = ("attack", "scheme", "strength", "unit", "clean_accuracy", "accuracy_drop",
@@ -80,25 +86,31 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of :func:`summarize` rows.
+    """Markdown table of :func:`summarize` rows, one number per cell.
+
+    Accuracies here are on the evaluation share of the test split (the attacker's share held
+    out, see ``split`` in ``attacks.json``), not the full test split of ``table1.md``; the note
+    under the table says so.
 
     Args:
       rows: Rows from :func:`summarize`.
 
     Returns:
-      The table, one line per (attack, scheme).
+      The table, one line per (attack, scheme), and the note.
     """
 
     def fmt(x):
         return "—" if x is None else f"{x:g}"
 
-    out = ["| attack | scheme | unit | strongest owned | weakest lost | strongest: ret % / acc % "
-           "| WRT success |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = ["| attack | scheme | unit | strongest owned | weakest lost | strongest | "
+           "retention % at strongest | accuracy % at strongest | WRT success | success from |",
+           "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        win = f"yes (at {fmt(r['success_at'])})" if r["success"] else "no"
         out.append(
             f"| {r['attack']} | {r['scheme']} | {r['unit']} | {fmt(r['strongest_owned'])} | "
-            f"{fmt(r['weakest_lost'])} | {fmt(r['strongest'])}: {100 * r['retention_at_strongest']:.1f}"
-            f" / {100 * r['accuracy_at_strongest']:.1f} | {win} |"
+            f"{fmt(r['weakest_lost'])} | {fmt(r['strongest'])} | "
+            f"{100 * r['retention_at_strongest']:.1f} | {100 * r['accuracy_at_strongest']:.1f} | "
+            f"{'yes' if r['success'] else 'no'} | {fmt(r['success_at'])} |"
         )
+    out += ["", EVAL_NOTE]
     return "\n".join(out) + "\n"

@@ -43,6 +43,9 @@ Usage:
   --config.FIELD  overrides one field, e.g. --config.train.epochs=3 --config.model.widths=(8,16)
   --workdir       the run directory (default: runs/<config name>, under the current directory)
   --list-configs  prints the shipped configs with their first docstring line
+  -v, --verbosity console log level: -1 (default) warnings only; 0 adds INFO (the parameter
+                  selection table, resume and per-epoch records). Every run also writes
+                  <workdir>/log.txt with everything at INFO and above and the printed lines.
   --helpfull      every absl flag
 
 The config's `mode` picks the job (train, pipeline, verify, attack, reproduce, ...); README.md
@@ -149,7 +152,8 @@ def _parse_flags(parsed: _Parsed, argv: list[str]) -> list[str]:
 def _run(parsed: _Parsed, argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
+    if not flags.FLAGS["verbosity"].present:  # quiet by default (absl would show INFO)
+        logging.set_verbosity(logging.WARNING)
     # Several processes (Slurm, Kubernetes, JAX_COORDINATOR_ADDRESS...): join them before any
     # JAX computation; a single process is left alone.
     parallel.maybe_initialize_distributed()

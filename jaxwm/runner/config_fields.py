@@ -82,7 +82,9 @@ FIELDS: tuple[Field, ...] = (
     F("mode", "train", "the job to run (jaxwm.runner.modes)",
       Check(lambda v: v in MODES, f"one of {MODES}")),
     F("seed", 0, "seed of the victim's initialisation, data order and attacks"),
-    F("progress", True, "print per-epoch progress to stderr"),
+    F("progress", True, "per-epoch progress on stderr: a bar on a terminal, plain lines otherwise"),
+    F("tensorboard", False, "also write training metrics (learning rate included) as TensorBoard "
+      "events to <run>/tensorboard; needs pip install 'jaxwm[tensorboard]'"),
     F("restart", False, "a run directory holding a run made with other fields (runner/fingerprint.py) "
       "is refused; True moves that run aside (<workdir>/replaced/<time>/) and starts afresh"),
     # JAX's persistent compilation cache: a second run of the same config skips XLA compilation.

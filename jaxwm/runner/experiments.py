@@ -3,7 +3,9 @@
 The runner is the only layer that reads a ConfigDict; it translates fields into the explicit
 arguments of the library functions and writes results into the run directory:
 
-* ``metrics.jsonl`` -- one JSON line per epoch (loss, accuracies, images/s, wall time);
+* ``metrics.jsonl`` -- one JSON line per epoch (loss, accuracies, learning rate, images/s,
+  wall time), also as TensorBoard scalars in ``tensorboard/`` with ``tensorboard=True``;
+* ``log.txt`` -- what the run logged and printed (:mod:`jaxwm.runner.logfile`);
 * ``checkpoints/`` -- resumable training state;
 * ``model/`` -- the final model with ``meta.json`` (config, dataset, metrics);
 * ``results.json`` -- the run's summary.
@@ -25,7 +27,7 @@ import ml_collections
 from jaxwm import data, models, version
 from jaxwm.engine import checkpoint, loop, sweep
 from jaxwm.engine.hparams import Hparams
-from jaxwm.runner import config, fingerprint
+from jaxwm.runner import config, fingerprint, tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     ``restart=True`` the earlier run is moved aside.
     """
     t0 = time.perf_counter()
+    tensorboard.check_available(cfg.tensorboard)
     fp = fingerprint.bind_train(cfg, workdir)
     ds = load_data(cfg)
     model = build_model(cfg, ds.num_classes)
@@ -106,16 +109,18 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         f"{ds.num_classes} classes | model: {model.name} | device: {environment()['device']}",
         file=sys.stderr,
     )
-    result = loop.fit(
-        model.init,
-        model.apply,
-        ds,
-        hparams(cfg.train),
-        seed=cfg.seed,
-        workdir=workdir,
-        progress=cfg.progress,
-        desc="train",
-    )
+    with tensorboard.epoch_writer(workdir, enabled=cfg.tensorboard) as on_epoch:
+        result = loop.fit(
+            model.init,
+            model.apply,
+            ds,
+            hparams(cfg.train),
+            seed=cfg.seed,
+            workdir=workdir,
+            progress=cfg.progress,
+            desc="train",
+            on_epoch=on_epoch,
+        )
     ts = result.state
     summary = {
         "mode": "train",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from jaxwm.runner import (
     experiments,
     fingerprint,
     lock,
+    logfile,
     preflight,
     procpool,
     report,
@@ -80,6 +82,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
         )
     workdir = Path(workdir)
     _make_workdir(workdir)
+    # log.txt: INFO records and printed lines, the secret never (process 0 writes it).
+    redact = (cfg.watermark.secret, os.environ.get(config.SECRET_ENV, ""))
+    primary = parallel.is_primary()
+    with logfile.run_log(workdir, redact=redact) if primary else contextlib.nullcontext():
+        return _run_logged(cfg, workdir)
+
+
+def _run_logged(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     # One writer per run directory (process 0 of a multi-process launch speaks for all).
     held = lock.workdir_lock(workdir) if parallel.is_primary() else contextlib.nullcontext()
     quiet = checkpoint.QuietFailedSaves()  # orbax's tracebacks for what we report in one line

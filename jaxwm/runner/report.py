@@ -218,7 +218,7 @@ def render(
             else "."
         ),
         "",
-        "## Table 1: clean accuracy % / watermark retention % (mean ± std over seeds)",
+        "## Table 1: clean accuracy % on the full test split / watermark retention % (mean ± std over seeds)",
         "",
         "| dataset | n | victim acc | partitioned acc | partitioned ret | baseline acc | baseline ret "
         "| paper victim | paper partitioned | paper baseline |",
