@@ -36,6 +36,7 @@ from jaxwm.runner import (
     procpool,
     report,
     runs,
+    study,
     verify_runs,
 )
 
@@ -51,6 +52,7 @@ MODES: dict[str, Mode] = {
     "pipeline": runs.run_pipeline,
     "attack": attack_runs.run_attack,
     "reproduce": report.run_reproduce,
+    "study": study.run_study,
 }
 
 
