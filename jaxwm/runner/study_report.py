@@ -28,15 +28,15 @@ def _ci(values: list[float]) -> dict[str, float] | None:
     return mean_interval(values).to_dict() if values else None
 
 
-def _pct(stat: dict[str, float] | None, signed: bool = False) -> str:
-    """``mean ± half-width (n=...)`` in points; a single unit has no interval."""
+def _pct(stat: dict[str, float] | None, signed: bool = False, scale: float = 100.0) -> str:
+    """``mean [low, high] (n=...)``, in points (``scale`` 100) or as is (``scale`` 1)."""
     if stat is None:
         return "—"
     sign = "+" if signed else ""
     if stat["n"] < 2:
-        return f"{100 * stat['mean']:{sign}.2f} (n=1, no interval)"
-    return (f"{100 * stat['mean']:{sign}.2f} [{100 * stat['low']:{sign}.2f}, "
-            f"{100 * stat['high']:{sign}.2f}] (n={stat['n']})")  # fmt: skip
+        return f"{scale * stat['mean']:{sign}.2f} (n=1, no interval)"
+    return (f"{scale * stat['mean']:{sign}.2f} [{scale * stat['low']:{sign}.2f}, "
+            f"{scale * stat['high']:{sign}.2f}] (n={stat['n']})")  # fmt: skip
 
 
 def weakest_success(points: list[dict[str, Any]], kind: str) -> int:
@@ -96,9 +96,10 @@ def aggregate(units: list[dict[str, Any]], cells: list[str]) -> dict[str, Any]:
     return out
 
 
-def _paired_verdict(c: dict[str, Any], alpha: float, better: str) -> tuple[str, str]:
+def _paired_verdict(c: dict[str, Any], alpha: float, better: str, unit: str = "points",
+                    scale: float = 100.0) -> tuple[str, str]:  # fmt: skip
     d, p = c["difference"], c["wilcoxon"].p_value
-    text = (f"mean paired difference {_pct(d.to_dict(), signed=True)} points, {c['wins']} wins / "
+    text = (f"mean paired difference ({unit}) {_pct(d.to_dict(), True, scale)}, {c['wins']} wins / "
             f"{c['losses']} losses, exact Wilcoxon p = {p:.3g}")  # fmt: skip
     if p < alpha and d.mean > 0:
         return "confirmed", f"{text} < {alpha:g}, {better}"
@@ -139,7 +140,7 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
     )
     ret = mean_interval([p["retention"] for p in part])
     lim = 100 * s.c1_max_drop
-    why = (f"partitioned drop {_pct(drop.to_dict())} points at retention {_pct(ret.to_dict())}%; "
+    why = (f"partitioned drop (points) {_pct(drop.to_dict())} at retention (%) {_pct(ret.to_dict())}; "
            f"rule: upper 95% bound <= {lim:g} confirms, lower bound > {lim:g} refutes")  # fmt: skip
     v = ("confirmed" if drop.high <= s.c1_max_drop else "refuted" if drop.low > s.c1_max_drop
          else "inconclusive")  # fmt: skip
@@ -154,8 +155,9 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
                      - weakest_success(u["attacks"]["points"][k]["baseline"], k) for k in kinds)
                  for u in attacked]  # fmt: skip
         c = paired_comparison(diffs, [0.0] * len(diffs))
-        v, why = _paired_verdict(c, s.alpha, "partitioned needs stronger attacks")
-        why = why.replace(" points", " strength steps")
+        v, why = _paired_verdict(
+            c, s.alpha, "partitioned needs stronger attacks", "strength steps", 1.0
+        )
         out["C2"] = {"verdict": v, "why": f"{'+'.join(kinds)}, {len(diffs)} attacked units: {why}"}
     else:
         out["C2"] = {"verdict": "inconclusive", "why": "no attacked unit ran FTLL/FTAL/RTLL/RTAL"}
@@ -184,7 +186,7 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
     )["difference"]
     v, why = _paired_verdict(c, s.alpha, "partitioned keeps more accuracy")
     out["C4"] = {"verdict": v, "why": f"clean accuracy, partitioned - baseline: {why}; retention "
-                 f"difference {_pct(rdiff.to_dict(), signed=True)} points"}  # fmt: skip
+                 f"difference (points) {_pct(rdiff.to_dict(), signed=True)}"}  # fmt: skip
     return out
 
 
