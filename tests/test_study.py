@@ -82,6 +82,10 @@ def test_cells_parse_and_bad_cells_name_the_cell():
     sub = study.cell_config(cfg, *cells[0])
     assert sub.embed.clean_per_trigger == 2.0 and isinstance(sub.embed.clean_per_trigger, float)
     assert sub.mode == "pipeline" and cfg.embed.clean_per_trigger == 0.0  # cfg untouched
+    # The default grid names only fields that exist, with values their checks accept.
+    grid = {n: study.cell_config(cfg, n, o) for n, o in study.parse_cells(cfg.study.cells)}
+    assert cfg.study.verdict_cell in grid and grid["large_d"].watermark.size == 1000
+    assert grid["early_stop_0.85"].embed.target_retention == 0.85
     for bad, match in [
         (("a b: x=1",), "unique NAME"),
         (("a: embed.lr=1", "a: embed.lr=2"), "unique NAME"),
