@@ -4,7 +4,7 @@ syntax and the decision rules of claims C1-C4."""
 import json
 
 import pytest
-from test_runs import TINY, run_mode
+from test_runs import SECRET, TINY, run_mode
 
 from jaxwm.errors import ConfigError
 from jaxwm.runner import config, study, study_report
@@ -58,6 +58,11 @@ def test_study_writes_verdicts_intervals_and_plots(done):
     for name in ("study_cells.png", "study_cells.pdf", "study_attacks.png"):
         assert (wd / name).stat().st_size > 0, name
     assert "[study 4/4] stop seed 0 key 1" in proc.stderr
+    # Neither the owner's secret nor a derived key is written anywhere.
+    keys = [SECRET, *(study.derived_key(SECRET, k) for k in (0, 1))]
+    for f in wd.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".txt"):
+            assert not any(k in f.read_text() for k in keys), f
 
 
 def test_rerun_skips_finished_units_and_redoes_only_missing_ones(done):
@@ -82,6 +87,10 @@ def test_cells_parse_and_bad_cells_name_the_cell():
     sub = study.cell_config(cfg, *cells[0])
     assert sub.embed.clean_per_trigger == 2.0 and isinstance(sub.embed.clean_per_trigger, float)
     assert sub.mode == "pipeline" and cfg.embed.clean_per_trigger == 0.0  # cfg untouched
+    # A unit's fingerprint changes with its key (so another secret redoes it), not otherwise.
+    fp = [study.unit_fingerprint(sub, 0, (), study.derived_key(s, 0)) for s in ("a" * 40, "b" * 40)]
+    assert fp[0] != fp[1]
+    assert fp[0] == study.unit_fingerprint(sub, 0, (), study.derived_key("a" * 40, 0))
     # The default grid names only fields that exist, with values their checks accept.
     grid = {n: study.cell_config(cfg, n, o) for n, o in study.parse_cells(cfg.study.cells)}
     assert cfg.study.verdict_cell in grid and grid["large_d"].watermark.size == 1000

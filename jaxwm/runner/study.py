@@ -161,11 +161,18 @@ def _victim(sub: ml_collections.ConfigDict, workdir: Path) -> Path:
     return run_dir
 
 
-def unit_fingerprint(sub: ml_collections.ConfigDict, key: int, attack_kinds: tuple) -> str:
-    """Digest of what shapes a unit's results: its pipeline and attack fields and key number."""
+def unit_fingerprint(sub: ml_collections.ConfigDict, key: int, attack_kinds: tuple,
+                     watermark_key: str) -> str:  # fmt: skip
+    """Digest of what shapes a unit's results: its pipeline and attack fields and its key.
+
+    The key enters as a SHA-256 check value (one-way; a 256-bit key cannot be recovered from
+    it), so a rerun with another owner's secret redoes the units instead of reusing them.
+    """
     fields = fingerprint.pipeline_fields(sub)
     fields.update({f"attack.{k}": v for k, v in sub.attack.items() if k != "source"})
-    fields.update({"study.key": key, "study.attack_kinds": list(attack_kinds)})
+    check = hashlib.sha256(f"jaxwm-study-check\0{watermark_key}".encode()).hexdigest()[:16]
+    fields.update({"study.key": key, "study.key_check": check,
+                   "study.attack_kinds": list(attack_kinds)})  # fmt: skip
     fields["study.attack_max_drop"] = sub.get("study", {}).get("attack_max_drop")
     return fingerprint.record("study-unit", json.loads(json.dumps(fields, default=str)))["digest"]
 
@@ -253,7 +260,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     for i, (name, base, seed, key) in enumerate(plan):
         sub = ml_collections.ConfigDict(base.to_dict())
         sub.seed = seed
-        fp = unit_fingerprint(sub, key, kinds)
+        fp = unit_fingerprint(sub, key, kinds, derived_key(secret, key))
         wanted.add((name, seed, key, fp))
         tag = f"[study {i + 1}/{len(plan)}] {name} seed {seed} key {key}"
         if (name, seed, key, fp) in done:
@@ -262,7 +269,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         t1 = time.perf_counter()
         sub.pipeline.victim = str(_victim(sub, workdir))
         sub.restart = True
-        with _only_key(sub, derived_key(secret, key)):
+        with _only_key(sub, derived_key(secret, key)):  # the key itself is never written
             unit = run_unit(sub, workdir / "units" / name / f"s{seed}-k{key}", kinds,
                             cfg.study.attack_max_drop)  # fmt: skip
         unit.update(cell=name, seed=seed, key=key, fingerprint=fp,
