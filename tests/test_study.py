@@ -16,7 +16,7 @@ STUDY = [
     "'stop: embed.clean_per_trigger=1; embed.target_retention=0.5')",
     "--config.embed.epochs=10",
     "--config.study.seeds=(0,)",
-    "--config.study.num_keys=2",
+    "--config.study.num_keys=1",
     "--config.study.verdict_cell=stop",
     "--config.study.attack_kinds=('ftal','prune')",
     "--config.study.attack_max_drop=1.0",
@@ -32,34 +32,34 @@ def done(tmp_path_factory):
     return wd, run_mode(*STUDY, f"--workdir={wd}")
 
 
-def test_study_writes_verdicts_intervals_and_plots(done):
+def test_study_writes_verdicts_and_every_unit(done):
     wd, proc = done
     text = (wd / "STUDY.md").read_text()
     for claim in ("C1", "C2", "C3", "C4"):
         line = next(x for x in text.splitlines() if x.startswith(f"- **{claim}: "))
         assert any(f"{claim}: {v}**" in line for v in ("confirmed", "refuted", "inconclusive"))
         assert "rule" in line or "Wilcoxon p" in line, line
-    # 1 seed x 2 keys per cell: an interval "mean [low, high] (n=2)" for each method.
-    assert "| stop | 2 | partitioned |" in text and "| mixed | 2 | baseline |" in text
-    assert "(n=2)" in text and "Wilcoxon p" in text
+    # One unit per cell: a mean without an interval, said so (intervals: the test below).
+    assert "| stop | 1 | partitioned |" in text and "| mixed | 1 | baseline |" in text
+    assert "(n=1, no interval)" in text and "Wilcoxon p" in text
     units = study.read_units(wd / study.UNITS_FILE)
-    assert sorted((u["cell"], u["key"]) for u in units) == [
-        ("mixed", 0), ("mixed", 1), ("stop", 0), ("stop", 1)
-    ]  # fmt: skip
+    assert sorted((u["cell"], u["key"]) for u in units) == [("mixed", 0), ("stop", 0)]
     assert all(u["attacks"] is not None for u in units)  # attack_max_drop=1.0: every unit
-    # One victim, shared by both cells and keys; both methods started from it.
+    # One victim, shared by both cells; both methods of both cells started from it.
     assert len(list((wd / "victims").glob("*/model/meta.json"))) == 1
     assert len({u["victim_accuracy"] for u in units}) == 1
-    # Keys differ: each key is its own trigger set (its own digest).
-    digests = {(wd / f"units/stop/s0-k{k}/watermark/DIGEST.txt").read_text() for k in (0, 1)}
-    assert len(digests) == 2
+    # The same key in both cells: the same trigger set (same digest), so cells are paired too.
+    digests = {
+        (wd / f"units/{c}/s0-k0/watermark/DIGEST.txt").read_text() for c in ("mixed", "stop")
+    }
+    assert len(digests) == 1
     out = json.loads((wd / "study.json").read_text())
-    assert out["cells"]["stop"]["partitioned"]["accuracy"]["n"] == 2
+    assert out["cells"]["stop"]["partitioned"]["accuracy"]["n"] == 1
     for name in ("study_cells.png", "study_cells.pdf", "study_attacks.png"):
         assert (wd / name).stat().st_size > 0, name
-    assert "[study 4/4] stop seed 0 key 1" in proc.stderr
+    assert "[study 2/2] stop seed 0 key 0" in proc.stderr
     # Neither the owner's secret nor a derived key is written anywhere.
-    keys = [SECRET, *(study.derived_key(SECRET, k) for k in (0, 1))]
+    keys = [SECRET, study.derived_key(SECRET, 0)]
     for f in wd.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".txt"):
             assert not any(k in f.read_text() for k in keys), f
@@ -73,11 +73,11 @@ def test_rerun_skips_finished_units_and_redoes_only_missing_ones(done):
     path.write_text(lines[0] + "\n" + lines[1][:20])
     proc = run_mode(*STUDY, f"--workdir={wd}")
     assert proc.stderr.count("done earlier, skipped") == 1
-    assert "[study 2/4] mixed seed 0 key 1: victim" in proc.stderr
+    assert "[study 2/2] stop seed 0 key 0: victim" in proc.stderr
     assert "training the victim" not in proc.stderr  # reused
-    assert len(study.read_units(path)) == 4
+    assert len(study.read_units(path)) == 2
     again = run_mode(*STUDY, f"--workdir={wd}")
-    assert again.stderr.count("done earlier, skipped") == 4
+    assert again.stderr.count("done earlier, skipped") == 2
 
 
 def test_cells_parse_and_bad_cells_name_the_cell():
@@ -181,3 +181,20 @@ def test_weakest_success_orders_by_strength():
     pts = _points("ftal", 2)
     assert study_report.weakest_success(pts[::-1], "ftal") == 2
     assert study_report.weakest_success(_points("ftal", 9), "ftal") == 4  # never: past the end
+
+
+def test_study_md_has_intervals_over_seeds_and_keys(tmp_path):
+    # 3 seeds x 3 keys in one cell: every figure is "mean [low, high] (n=9)".
+    units = [_unit(s, k, 0.99, (0.985 - 0.001 * k, 0.85), (0.97 - 0.002 * s, 0.8 + 0.01 * k))
+             for s in range(3) for k in range(3)]  # fmt: skip
+    cfg = _cfg()
+    cfg.study.cells = ("paper: embed.clean_per_trigger=2",)
+    out = study_report.write(units, cfg, tmp_path, 1.0)
+    text = (tmp_path / "STUDY.md").read_text()
+    row = next(x for x in text.splitlines() if x.startswith("| paper | 9 | partitioned |"))
+    # accuracy 98.40 [98.xx, 98.xx] (n=9): the mean of 98.5, 98.4, 98.3 (each thrice)
+    assert "98.40 [" in row and row.count("(n=9)") == 3, row
+    assert out["cells"]["paper"]["partitioned"]["accuracy"]["n"] == 9
+    # drops 0.5-0.7 points (upper bound < 1): C1 confirmed; partitioned ahead in all 9: C4 too.
+    assert out["verdicts"]["C1"]["verdict"] == out["verdicts"]["C4"]["verdict"] == "confirmed"
+    assert (tmp_path / "study_cells.png").stat().st_size > 0
