@@ -25,6 +25,7 @@ from jaxwm.stats import (
     intervals,
     multiple,
     null_threshold_bounded,
+    paired,
     permutation,
     permutation_log_pvalue,
     permutation_log_pvalue_mc,
@@ -437,7 +438,9 @@ def test_holm_rejects_bad_arguments(ps, alpha, match):
 
 
 @pytest.mark.parametrize(
-    "module", [stats, binomial, fisher, permutation, intervals, multiple], ids=lambda m: m.__name__
+    "module",
+    [stats, binomial, fisher, permutation, intervals, multiple, paired],
+    ids=lambda m: m.__name__,
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -446,8 +449,106 @@ def test_docstring_examples_run(module):
 
 def test_package_exposes_every_public_name():
     # `from jaxwm import stats; stats.X` is the API: each module's public names are there.
-    for module in (binomial, fisher, permutation, intervals, multiple):
+    for module in (binomial, fisher, permutation, intervals, multiple, paired):
         for name, value in vars(module).items():
             if getattr(value, "__module__", None) == module.__name__ and not name.startswith("_"):
                 assert getattr(stats, name) is value and name in stats.__all__, name
     assert stats.PERMUTATION_EXACT_MAX_N == permutation.PERMUTATION_EXACT_MAX_N
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired small-sample statistics of the deciding study (jaxwm.stats.paired)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "q,df,want",
+    # Student-t critical values as printed in standard tables (e.g. NIST/SEMATECH e-Handbook,
+    # table 1.3.6.7.2), to the table's 3 decimals.
+    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 4, 2.776), (0.975, 8, 2.306),
+     (0.975, 30, 2.042), (0.95, 5, 2.015), (0.995, 10, 3.169), (0.5, 3, 0.0)],
+)  # fmt: skip
+def test_t_quantile_matches_the_table(q, df, want):
+    assert paired.t_quantile(q, df) == pytest.approx(want, abs=5e-4)
+    assert paired.t_quantile(1 - q, df) == pytest.approx(-want, abs=5e-4)  # symmetry
+
+
+@pytest.mark.parametrize(
+    "values,mean,half,n",
+    [
+        # mean 2, s = 1, half width t(.975, 2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+        ([1.0, 2.0, 3.0], 2.0, 2.4841, 3),
+        # n = 9 (3 seeds x 3 keys), mean 0.9, s^2 = 4 * 0.01 / 8 = 0.005, s = 0.070711:
+        # half width t(.975, 8) * s / 3 = 2.3060 * 0.070711 / 3 = 0.054354
+        ([0.8, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.0], 0.9, 0.054354, 9),
+        # all equal: zero width
+        ([0.5, 0.5], 0.5, 0.0, 2),
+    ],
+)
+def test_mean_interval_is_the_student_t_interval(values, mean, half, n):
+    m = paired.mean_interval(values)
+    assert m.n == n and m.mean == pytest.approx(mean)
+    assert m.high - m.mean == pytest.approx(half, abs=1e-4)
+    assert m.mean - m.low == pytest.approx(half, abs=1e-4)
+
+
+def test_mean_interval_of_one_value_has_no_bounds_and_bad_input_is_refused():
+    m = paired.mean_interval([0.7])
+    assert m.mean == 0.7 and m.n == 1 and math.isnan(m.low) and math.isnan(m.high)
+    for bad in ([], [float("nan")]):
+        with pytest.raises(VerificationError, match="non-empty sequence of finite"):
+            paired.mean_interval(bad)
+
+
+@pytest.mark.parametrize(
+    "diffs,w_plus,p,n",
+    [
+        # n = 5, all positive: W+ = 15, only 1 of 32 sign patterns as extreme per side: 2/32.
+        ([1, 2, 3, 4, 5], 15, 2 / 32, 5),
+        # ranks 1..5, negative has rank 1: W+ = 14; P(W+ >= 14) = 2/32, two-sided 4/32.
+        ([0.5, 1.0, 1.5, 2.0, -0.2], 14, 4 / 32, 5),
+        # n = 9 all positive: 2 / 512.
+        ([0.1 * i for i in range(1, 10)], 45, 2 / 512, 9),
+        # a zero is dropped; n = 4, W+ = 1+2 = 3 of 10: P(W+ <= 3) = #{sums<=3}/16 =
+        # {}, {1}, {2}, {3}, {1,2} = 5/16 -> two-sided 10/16.
+        ([0.0, 1.0, 2.0, -3.0, -4.0], 3, 10 / 16, 4),
+        # ties: |d| = 1,1,2 -> mid-ranks 1.5,1.5,3; W+ = 1.5 + 3 = 4.5. Patterns (sums of the
+        # positive ranks): 0, 1.5, 1.5, 3, 3, 4.5, 4.5, 6 -> P(W+ >= 4.5) = 3/8, two-sided 6/8.
+        ([1.0, -1.0, 2.0], 4.5, 6 / 8, 3),
+        # every difference zero: nothing to test.
+        ([0.0, 0.0], 0, 1.0, 0),
+    ],
+)
+def test_wilcoxon_signed_rank_exact_values(diffs, w_plus, p, n):
+    r = paired.wilcoxon_signed_rank(diffs)
+    assert r.statistic == pytest.approx(w_plus) and r.p_value == pytest.approx(p) and r.n == n
+
+
+@pytest.mark.parametrize(
+    "diffs,k,p",
+    [
+        ([1, 1, 1, 1, 1, 1, 1, 1, 1], 9, 2 / 512),  # 9 of 9 positive
+        # 7 of 9 positive: P(K >= 7) = (36 + 9 + 1) / 512 = 46/512, two-sided 92/512
+        ([1, 1, 1, 1, 1, 1, 1, -1, -1], 7, 92 / 512),
+        ([1, -1], 1, 1.0),  # balanced
+        ([0, 2, 0, 3, 4], 3, 2 / 8),  # zeros dropped: 3 of 3
+    ],
+)
+def test_sign_test_exact_values(diffs, k, p):
+    r = paired.sign_test(diffs)
+    assert r.statistic == k and r.p_value == pytest.approx(p)
+
+
+def test_paired_comparison_pairs_by_position():
+    a, b = [0.90, 0.85, 0.95, 0.80], [0.88, 0.86, 0.90, 0.70]
+    r = paired.paired_comparison(a, b)
+    # differences 0.02, -0.01, 0.05, 0.10: mean 0.04; ranks 2, 1, 3, 4 -> W+ = 9 of 10.
+    assert r["difference"].mean == pytest.approx(0.04) and r["difference"].n == 4
+    assert (r["wins"], r["losses"]) == (3, 1)
+    assert r["wilcoxon"].statistic == 9 and r["wilcoxon"].p_value == pytest.approx(4 / 16)
+    # Swapping the methods mirrors the difference and keeps the p-value.
+    s = paired.paired_comparison(b, a)
+    assert s["difference"].mean == pytest.approx(-0.04)
+    assert s["wilcoxon"].p_value == pytest.approx(r["wilcoxon"].p_value)
+    with pytest.raises(VerificationError, match="equal lengths"):
+        paired.paired_comparison([1.0, 2.0], [1.0])

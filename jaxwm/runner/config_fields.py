@@ -22,7 +22,7 @@ from jaxwm.engine.hparams import BN_MODES
 from jaxwm.runner import attack_registry
 
 MODES = ("train", "sweep", "embed", "digest", "export", "verify", "pipeline", "attack",
-         "reproduce")  # fmt: skip
+         "reproduce", "study")  # fmt: skip
 METHODS = ("partitioned", "baseline", "adi")
 
 
@@ -209,6 +209,39 @@ FIELDS: tuple[Field, ...] = (
       "1 = every (dataset, seed) in this process; N > 1 = N processes at a time, each pinned to "
       "one GPU (jaxwm.runner.procpool); 0 = one process per local device",
       Check(lambda v: v >= 0, ">= 0 (0 = one per local device)")),
+
+    # The deciding study (mode=study, jaxwm.runner.study): every cell at every victim seed and
+    # watermark key, both methods from the same victim with the same key, then the attacks.
+    # A cell is 'NAME: field=value; field=value' (dotted fields of this config, Python literals),
+    # so fields added later can appear in a cell without code changes.
+    F("study.cells", (
+        "d_alone: embed.operating_point='paper_literal'",
+        "mixed_2: embed.operating_point='mixed'",
+        "mixed_10: embed.operating_point='mixed'; embed.clean_per_trigger=10",
+        "early_stop_0.85: embed.operating_point='matched'",
+        "bn_trainable: embed.operating_point='matched'; embed.bn_mode='trainable'",
+        "bn_all: embed.operating_point='matched'; embed.bn_mode='all'",
+        "large_d: embed.operating_point='matched'; watermark.size=1000",
+        "content_target: embed.operating_point='matched'; watermark.kind='content'; "
+        "watermark.label_policy='target'",
+      ), "cells 'NAME: field=value; ...' (NAME: letters, digits, _ . -)",
+      tuple_of(lambda c: isinstance(c, str) and ":" in c,
+               "a non-empty tuple of 'NAME: field=value; field=value' strings")),
+    F("study.seeds", (0, 1, 2), "victim seeds (one victim per seed, shared by every cell)", SEEDS),
+    F("study.num_keys", 3, "watermark keys per victim, derived from the owner's secret", POSITIVE),
+    F("study.attack_kinds", ("ftll", "ftal", "rtll", "rtal", "prune", "fine_prune"),
+      "attacks run on every unit that keeps accuracy; () = none",
+      tuple_of(lambda k: k in attack_registry.NAMES,
+               f"a tuple of {'|'.join(attack_registry.NAMES)}", nonempty=False)),
+    F("study.attack_max_drop", 0.05, "attack a unit only when its partitioned model lost at most "
+      "this clean accuracy against the victim (a fraction)", Check(lambda v: 0 <= v <= 1, "in [0, 1]")),
+    F("study.verdict_cell", "early_stop_0.85", "the cell at the paper's retention: C1-C4 are "
+      "decided on its units"),
+    F("study.c1_max_drop", 0.01, "C1: allowed clean-accuracy drop (fraction)", UNIT_RIGHT_OPEN),
+    F("study.c3_retention", 0.6, "C3: retention that must hold ...", UNIT_OPEN),
+    F("study.c3_acc_drop", 0.10, "... until clean accuracy dropped by more than this", UNIT_OPEN),
+    F("study.alpha", 0.05, "level of the paired tests behind C2-C4", UNIT_OPEN),
+    F("study.plots", True, "draw study_cells and study_attacks (PDF and PNG)"),
 
     # Removal attacks on a finished pipeline run (mode=attack, jaxwm.runner.attack_runs). Each
     # kind's strengths field is named by its entry in jaxwm.runner.attack_registry. Strength lists

@@ -39,6 +39,7 @@ from jaxwm.runner import (
     procpool,
     report,
     runs,
+    study,
     verify_runs,
 )
 
@@ -54,6 +55,7 @@ MODES: dict[str, Mode] = {
     "pipeline": runs.run_pipeline,
     "attack": attack_runs.run_attack,
     "reproduce": report.run_reproduce,
+    "study": study.run_study,
 }
 
 

@@ -11,6 +11,8 @@ All tests are exact (no normal, Poisson or asymptotic approximation), one module
 * :mod:`jaxwm.stats.intervals` -- Clopper-Pearson intervals and the distribution-free
   retention threshold from null models (:func:`null_threshold_bounded`).
 * :mod:`jaxwm.stats.multiple` -- Holm-Bonferroni over several tests.
+* :mod:`jaxwm.stats.paired` -- Student-t intervals and the exact paired tests (Wilcoxon
+  signed-rank, sign) that the deciding study uses to compare methods over seeds and keys.
 
 Log p-values (natural logarithms) stay finite far below float underflow; the plain p-value
 functions return ``exp`` of them. Pure Python, :mod:`math`, :mod:`decimal` and NumPy; invalid
@@ -28,6 +30,16 @@ from jaxwm.stats.binomial import binomial_log_pvalue, binomial_pvalue
 from jaxwm.stats.fisher import fisher_greater_log_pvalue, fisher_greater_pvalue
 from jaxwm.stats.intervals import NullThreshold, clopper_pearson, null_threshold_bounded
 from jaxwm.stats.multiple import holm, holm_adjusted
+from jaxwm.stats.paired import (
+    MeanInterval,
+    PairedTest,
+    mean_interval,
+    paired_comparison,
+    sign_test,
+    t_cdf,
+    t_quantile,
+    wilcoxon_signed_rank,
+)
 from jaxwm.stats.permutation import (
     PERMUTATION_EXACT_MAX_N,
     permutation_log_pvalue,
@@ -37,7 +49,9 @@ from jaxwm.stats.permutation import (
 
 __all__ = [
     "PERMUTATION_EXACT_MAX_N",
+    "MeanInterval",
     "NullThreshold",
+    "PairedTest",
     "binomial_log_pvalue",
     "binomial_pvalue",
     "clopper_pearson",
@@ -45,8 +59,14 @@ __all__ = [
     "fisher_greater_pvalue",
     "holm",
     "holm_adjusted",
+    "mean_interval",
+    "paired_comparison",
     "null_threshold_bounded",
     "permutation_log_pvalue",
     "permutation_log_pvalue_mc",
     "permutation_pvalue",
+    "sign_test",
+    "t_cdf",
+    "t_quantile",
+    "wilcoxon_signed_rank",
 ]
