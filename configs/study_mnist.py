@@ -18,7 +18,7 @@ Runtime:   target <= 60 minutes on 2 CPU cores, NOT met by this sizing and the w
            measured yet. Measured (2 shared CPU cores, load average 4-19 from other jobs):
            the smaller command above with embed.epochs=30 took 35:30 wall, 602 s user + 91 s
            system CPU: victim (2 epochs) 1775 s wall, then 76-83 s per unit (pipeline; no unit
-           was attacked). At ~80 s per pipeline unit the 63 units alone take ~85 minutes before
+           was attacked). At ~80 s per pipeline unit the 72 units (8 cells) alone take ~95 minutes before
            any attack: cut cells, keys or embed.epochs to fit the hour.
 Expected:  (measured, seed 0, key 0, embed.epochs=30) victim 99.22%; mixed_2: partitioned 93.91%
            / 40% retention, baseline 95.63% / 68%; the early-stop cell never reached 85% in 30
@@ -36,7 +36,7 @@ def get_config():
     c.train.epochs = 2  # one victim per seed; 3 epochs gave 99.31% (configs/mnist_small_cpu.py)
     # 60 as in mnist_small_cpu.py: 30 left retention at 40% (measured), short of early stop's 85%.
     c.embed.epochs = 60
-    # Lighter attacks than mode attack's defaults: 63 units must fit the hour.
+    # Lighter attacks than mode attack's defaults: 72 units (8 cells x 3 x 3).
     c.attack.data_fraction = 0.2  # 2,000 attacker images, 8,000 to evaluate
     c.attack.ft_epochs = (0, 1, 2)
     c.attack.prune_ratios = (0.0, 0.2, 0.4, 0.6, 0.8)
