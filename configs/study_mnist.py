@@ -20,10 +20,12 @@ Runtime:   target <= 60 minutes on 2 CPU cores, NOT met by this sizing and the w
            system CPU: victim (2 epochs) 1775 s wall, then 76-83 s per unit (pipeline; no unit
            was attacked). At ~80 s per pipeline unit the 72 units (8 cells) alone take ~95 minutes before
            any attack: cut cells, keys or embed.epochs to fit the hour.
-Expected:  (measured, seed 0, key 0, embed.epochs=30) victim 99.22%; mixed_2: partitioned 93.91%
-           / 40% retention, baseline 95.63% / 68%; the early-stop cell never reached 85% in 30
-           epochs (same figures), so this file now uses the 60 epochs of mnist_small_cpu.py
-           (not measured yet with the study). Full grid: not measured yet.
+Expected:  (measured at 6ee20ce on the idle 2-core machine, the smaller command above, seed 0,
+           key 0, embed.epochs=60: 16:22 wall; victim 324 s, then 674 s and 296 s per unit with
+           attacks) victim 99.22%; mixed_2: partitioned 96.50% / 58% retention, baseline
+           93.83% / 99%; early_stop_0.85: partitioned still 58% (its early stop never fired),
+           baseline 96.59% / 86%, so C1 and C4 are inconclusive (retention not matched).
+           Full grid (72 units at 5-11 minutes each): not measured.
 """
 
 from jaxwm.runner import presets

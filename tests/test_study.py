@@ -151,6 +151,18 @@ def test_c1_rule(drops, verdict):
     assert study_report.verdicts(units, _cfg())["C1"]["verdict"] == verdict
 
 
+def test_c1_and_c4_need_matched_retention():
+    # Measured on MNIST: partitioned stopped at 58% (early stop never fired), baseline at 86%.
+    # With 9 clear units the accuracy rules alone would decide; unmatched retention must not.
+    units = [_unit(i, 0, 0.99, (0.9895, 0.58), (0.96, 0.86)) for i in range(9)]
+    v = study_report.verdicts(units, _cfg())
+    assert v["C1"]["verdict"] == "inconclusive" and "not at the paper's retention" in v["C1"]["why"]
+    assert v["C4"]["verdict"] == "inconclusive" and "retention not matched" in v["C4"]["why"]
+    units = [_unit(i, 0, 0.99, (0.9895, 0.85), (0.96, 0.86)) for i in range(9)]
+    v = study_report.verdicts(units, _cfg())
+    assert (v["C1"]["verdict"], v["C4"]["verdict"]) == ("confirmed", "confirmed")
+
+
 def test_c2_c3_c4_rules_follow_the_paired_tests():
     ft = ("ftll", "ftal", "rtll", "rtal")
 

@@ -240,6 +240,10 @@ FIELDS: tuple[Field, ...] = (
     F("study.c1_max_drop", 0.01, "C1: allowed clean-accuracy drop (fraction)", UNIT_RIGHT_OPEN),
     F("study.c3_retention", 0.6, "C3: retention that must hold ...", UNIT_OPEN),
     F("study.c3_acc_drop", 0.10, "... until clean accuracy dropped by more than this", UNIT_OPEN),
+    F("study.paper_retention", 0.85, "C1 and C4 are decided only when the verdict cell's mean "
+      "retention is within study.retention_tolerance of this (C1) and the methods' of each other "
+      "(C4)", UNIT_OPEN),
+    F("study.retention_tolerance", 0.05, "see study.paper_retention (a fraction)", UNIT_OPEN),
     F("study.alpha", 0.05, "level of the paired tests behind C2-C4", UNIT_OPEN),
     F("study.plots", True, "draw study_cells and study_attacks (PDF and PNG)"),
 

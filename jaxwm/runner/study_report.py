@@ -123,6 +123,9 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
         fails likewise.
       C4: partitioned minus baseline clean accuracy (the cell matches retention by early stop):
         confirmed when positive with exact Wilcoxon p < alpha, refuted when negative likewise.
+      C1 needs the partitioned mean retention within ``study.retention_tolerance`` of
+        ``study.paper_retention``, and C4 the methods' mean retention difference within it;
+        otherwise they are inconclusive (an early stop that never fired matches nothing).
       Anything else, including too few units, is inconclusive.
 
     Returns:
@@ -144,6 +147,16 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
            f"rule: upper 95% bound <= {lim:g} confirms, lower bound > {lim:g} refutes")  # fmt: skip
     v = ("confirmed" if drop.high <= s.c1_max_drop else "refuted" if drop.low > s.c1_max_drop
          else "inconclusive")  # fmt: skip
+    if abs(ret.mean - s.paper_retention) > s.retention_tolerance:
+        # A drop measured at another retention says nothing about the paper's operating point.
+        v, why = (
+            "inconclusive",
+            (
+                f"{why}; not at the paper's retention: partitioned mean retention "
+                f"{100 * ret.mean:.1f}% is not within {100 * s.retention_tolerance:g} points of "
+                f"{100 * s.paper_retention:g}% (embed longer or at a higher rate)"
+            ),
+        )
     out["C1"] = {"verdict": v, "why": why}
 
     attacked = [u for u in us if u["attacks"] is not None]
@@ -185,6 +198,14 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
         [p["retention"] for p in part], [u["methods"]["baseline"]["retention"] for u in us]
     )["difference"]
     v, why = _paired_verdict(c, s.alpha, "partitioned keeps more accuracy")
+    if abs(rdiff.mean) > s.retention_tolerance:  # "at equal retention" is the claim's premise
+        v, why = (
+            "inconclusive",
+            (
+                f"{why}; retention not matched (mean difference beyond "
+                f"{100 * s.retention_tolerance:g} points)"
+            ),
+        )
     out["C4"] = {"verdict": v, "why": f"clean accuracy, partitioned - baseline: {why}; retention "
                  f"difference (points) {_pct(rdiff.to_dict(), signed=True)}"}  # fmt: skip
     return out
