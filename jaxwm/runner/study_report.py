@@ -297,8 +297,13 @@ def plot(units: list[dict[str, Any]], agg: dict[str, Any], cfg: ml_collections.C
         if attacked and all(k in u["attacks"]["points"] for u in attacked)
     ]
     if kinds:
-        fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), squeeze=False)
-        for ax, k in zip(axes[0], kinds, strict=True):
+        # At most three panels a row: six in one row drew 10 pt text in a 19 in wide figure.
+        cols = min(3, len(kinds))
+        rows = -(-len(kinds) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(7, 2.3 * rows + 0.4), squeeze=False)
+        for ax in axes.flat[len(kinds) :]:
+            ax.set_visible(False)
+        for ax, k in zip(axes.flat, kinds, strict=False):
             for m in METHODS:
                 curves = [sorted(u["attacks"]["points"][k][m], key=lambda p: stronger(k, p["strength"]))
                           for u in attacked]  # fmt: skip
@@ -307,11 +312,15 @@ def plot(units: list[dict[str, Any]], agg: dict[str, Any], cfg: ml_collections.C
                 mu, sd = ys.mean(0), ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(ys.shape[1])
                 ax.plot(xs, mu, "o-", color=colors[m], label=m, markersize=3)
                 ax.fill_between(xs, mu - sd, mu + sd, color=colors[m], alpha=0.2)
-            ax.set_title(f"{k} ({attack_registry.get(k).unit})", fontsize=9)
+            entry = attack_registry.get(k)
+            ax.set_title(entry.short, fontsize=8)
+            ax.set_xlabel(entry.axis, fontsize=7)
+            ax.tick_params(labelsize=7)
             ax.set_ylim(-2, 102)
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("retention % (mean ± std over units)")
-        axes[0][0].legend(fontsize=7)
+        for row in axes:
+            row[0].set_ylabel("retention %", fontsize=7)
+        axes[0][0].legend(fontsize=6)
         fig.suptitle(
             f"Attacks in cell {cfg.study.verdict_cell} ({len(attacked)} units)", fontsize=9
         )
