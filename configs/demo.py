@@ -5,9 +5,10 @@ embeds it with partitioned embedding (Algorithm 1) and with the full fine-tuning
 verifies all three models; writes results.json and table1.md to runs/demo.
 
 Command:   python launch.py --config=configs/demo.py
-Runtime:   77 s wall on 2 CPU cores shared with other jobs (load average about 12; an idle
-           machine is several times faster). Digits shipped in the package: 1438 train / 359
-           test, 8x8. Accuracies are on the full test split.
+Runtime:   measured at b583355 on the idle 2-core machine: 48 s wall without a compile cache
+           (--config.compile_cache=, 26 s of it compiling), 29 s with the default cache warm.
+           Digits shipped in the package: 1438 train / 359 test, 8x8. Accuracies are on the
+           full test split.
 Expected:  (measured) victim 97.77% test accuracy and 8% retention (chance 10%), not owned;
            embedding at the default embed.operating_point=matched (two clean images mixed in
            per trigger, stopped at 85% retention on D): partitioned 96.10% / 94%, baseline

@@ -10,11 +10,10 @@ two-column width; README "Figures for a paper") to runs/demo_attack.
 Command:   python launch.py --config=configs/demo_attack.py
            (run python launch.py --config=configs/demo.py first: it writes runs/demo; another
            pipeline run: --config.attack.source=<its run directory> with its own config)
-Runtime:   720 s wall on 2 CPU cores shared with other jobs (load average about 12; without
-           liu_fine_prune, which joined the default kinds later); an idle machine is several
-           times faster.
-Expected:  (measured, seed 0, demo embedded at the default operating point "matched"; 720 s
-           on a 2-core machine shared with other jobs) unattacked: partitioned 97.8% accuracy /
+Runtime:   measured at b583355 on the idle 2-core machine, warm compile cache: 94 s wall
+           (13 attack kinds on both models, 16 figure files).
+Expected:  (measured, seed 0, demo embedded at the default operating point "matched";
+           re-measured at b583355 with the same figures) unattacked: partitioned 97.8% accuracy /
            94% retention, baseline 97.2% / 94% (on the 179 evaluation images); owned iff
            retention >= 28% and the control test rejects at p < 1e-3 (chance 10%). Both stay
            owned through 32 epochs of FTLL, FTAL and the adaptive attacker at lr 0.01 (FTAL:

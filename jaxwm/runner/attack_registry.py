@@ -314,8 +314,8 @@ KINDS: tuple[AttackKind, ...] = (
                "other", 3, "Overwriting",
                axis="overwriting epochs", xscale="log2", short="overwriting"),
     AttackKind("liu_fine_prune", _liu_fine_prune, "max_drop", "liu_max_drop",
-               "pruning", 3, "Fine-pruning (Liu et al.: last layer to a drop)",
-               axis="accuracy-drop threshold (fraction)", short="Liu fine-pruning"),
+               "pruning", 3, "Fine-pruning (Liu et al.)",
+               axis="accuracy-drop threshold", xscale="discrete", short="Liu fine-pruning"),
 )  # fmt: skip
 REGISTRY: dict[str, AttackKind] = {k.name: k for k in KINDS}
 NAMES: tuple[str, ...] = tuple(REGISTRY)  # tests/test_attack_registry.py: unique, fields exist
