@@ -71,3 +71,17 @@ def test_tensorboard_events_hold_every_epochs_scalars(tmp_path):
     with tensorboard.epoch_writer(tmp_path / "off", enabled=False) as on_epoch:
         assert on_epoch is None
     assert not (tmp_path / "off").exists()
+
+
+def test_embedding_events_are_tagged_per_set_and_off_by_default(tmp_path):
+    with tensorboard.embed_writer(tmp_path / "off", enabled=False) as on_epoch:
+        assert on_epoch is None
+    assert not (tmp_path / "off").exists()
+    pytest.importorskip("tensorboardX")
+    with tensorboard.embed_writer(tmp_path, enabled=True) as on_epoch:
+        on_epoch(1, {"epoch": 1, "loss": 2.0, "retention": 0.5, "lr": 1e-3, "stages": 1,
+                     "trainable": ["head"]})  # fmt: skip
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    data = events.read_bytes()
+    assert b"embed/set1/retention" in data and b"embed/set1/learning_rate" in data
+    assert b"embed/set0" not in data  # the set index given, not a default

@@ -1,6 +1,7 @@
 """Watermark modes end to end on tiny data: pipeline, embed, verify (and its refusals)."""
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -92,8 +93,20 @@ def pipeline_run(tmp_path_factory):
         "--config.pipeline.methods=('partitioned','baseline','adi')",
         f"--workdir={wd}",
         "--config.progress=True",
+        # TensorBoard events for each embedding when the extra is there (CI's dev extra has it).
+        f"--config.tensorboard={importlib.util.find_spec('tensorboardX') is not None}",
     )
     return wd, proc
+
+
+def test_pipeline_writes_embedding_events_for_tensorboard(pipeline_run):
+    pytest.importorskip("tensorboardX")
+    wd, _ = pipeline_run
+    for method in ("partitioned", "baseline"):
+        (events,) = (wd / method / "tensorboard").glob("events.out.tfevents.*")
+        data = events.read_bytes()
+        for tag in ("retention", "loss", "learning_rate", "trainable_stages"):
+            assert f"embed/set0/{tag}".encode() in data, (method, tag)
 
 
 def test_pipeline_writes_table_and_owns_only_watermarked_models(pipeline_run):

@@ -20,6 +20,7 @@ STUDY = [
     "--config.study.verdict_cell=stop",
     "--config.study.attack_kinds=('ftal','prune')",
     "--config.study.attack_max_drop=1.0",
+    "--config.study.attack_cells=('stop',)",
     "--config.attack.ft_epochs=(0,1)",
     "--config.attack.prune_ratios=(0.0,0.5)",
     "--config.attack.batch_size=16",
@@ -44,7 +45,12 @@ def test_study_writes_verdicts_and_every_unit(done):
     assert "(n=1, no interval)" in text and "Wilcoxon p" in text
     units = study.read_units(wd / study.UNITS_FILE)
     assert sorted((u["cell"], u["key"]) for u in units) == [("mixed", 0), ("stop", 0)]
-    assert all(u["attacks"] is not None for u in units)  # attack_max_drop=1.0: every unit
+    # attack_max_drop=1.0 lets every unit keep accuracy; attack_cells picks the one attacked.
+    attacked = {u["cell"]: u["attacks"] is not None for u in units}
+    assert attacked == {"mixed": False, "stop": True}
+    assert not (wd / "units/mixed/s0-k0/attacks").exists()
+    assert "on the units of cell(s) stop" in text and "min summed over the units" in text
+    assert "| embedding epochs |" in text
     # One victim, shared by both cells; both methods of both cells started from it.
     assert len(list((wd / "victims").glob("*/model/meta.json"))) == 1
     assert len({u["victim_accuracy"] for u in units}) == 1
@@ -116,8 +122,10 @@ def test_cells_parse_and_bad_cells_name_the_cell():
 
 def _unit(seed, key, victim, part, base, attacks=None, cell="paper"):
     return {"cell": cell, "seed": seed, "key": key, "victim_accuracy": victim, "attacks": attacks,
-            "methods": {"partitioned": {"accuracy": part[0], "retention": part[1], "owned": True},
-                        "baseline": {"accuracy": base[0], "retention": base[1], "owned": True}}}  # fmt: skip
+            "methods": {"partitioned": {"accuracy": part[0], "retention": part[1], "owned": True,
+                                        "epochs": 30},
+                        "baseline": {"accuracy": base[0], "retention": base[1], "owned": True,
+                                     "epochs": 10 + key}}}  # fmt: skip
 
 
 def _points(kind, success_from, retention=None, drops=None):
@@ -211,8 +219,19 @@ def test_study_md_has_intervals_over_seeds_and_keys(tmp_path):
     text = (tmp_path / "STUDY.md").read_text()
     row = next(x for x in text.splitlines() if x.startswith("| paper | 9 | partitioned |"))
     # accuracy 98.40 [98.xx, 98.xx] (n=9): the mean of 98.5, 98.4, 98.3 (each thrice)
-    assert "98.40 [" in row and row.count("(n=9)") == 3, row
+    assert "98.40 [" in row and row.count("(n=9)") == 4, row
+    assert row.endswith("| 30.00 [30.00, 30.00] (n=9) |"), row  # epochs run, unscaled
+    base = next(x for x in text.splitlines() if x.startswith("| paper | 9 | baseline |"))
+    assert "| 11.00 [" in base, base  # 10, 11, 12 epochs: mean 11
     assert out["cells"]["paper"]["partitioned"]["accuracy"]["n"] == 9
     # drops 0.5-0.7 points (upper bound < 1): C1 confirmed; partitioned ahead in all 9: C4 too.
     assert out["verdicts"]["C1"]["verdict"] == out["verdicts"]["C4"]["verdict"] == "confirmed"
     assert (tmp_path / "study_cells.png").stat().st_size > 0
+
+
+def test_attack_cells_name_cells_of_the_grid():
+    assert study.attack_cells(("*",), ["a", "b"]) == {"a", "b"}
+    assert study.attack_cells((), ["a", "b"]) == set()
+    assert study.attack_cells(("b",), ["a", "b"]) == {"b"}
+    with pytest.raises(ConfigError, match=r"study.attack_cells names 'c'.*\(a, b\)"):
+        study.attack_cells(("a", "c"), ["a", "b"])

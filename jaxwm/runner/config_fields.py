@@ -233,6 +233,11 @@ FIELDS: tuple[Field, ...] = (
       "attacks run on every unit that keeps accuracy; () = none",
       tuple_of(lambda k: k in attack_registry.NAMES,
                f"a tuple of {'|'.join(attack_registry.NAMES)}", nonempty=False)),
+    F("study.attack_cells", ("early_stop_0.85",), "cells whose units are attacked (each only "
+      "when it keeps accuracy, see study.attack_max_drop); ('*',) = every cell. Attacks cost "
+      "more than embedding, and only the verdict cell's decide C2 and C3",
+      tuple_of(lambda c: isinstance(c, str) and c != "", "a tuple of cell names or ('*',)",
+               nonempty=False)),
     F("study.attack_max_drop", 0.05, "attack a unit only when its partitioned model lost at most "
       "this clean accuracy against the victim (a fraction)", Check(lambda v: 0 <= v <= 1, "in [0, 1]")),
     F("study.verdict_cell", "early_stop_0.85", "the cell at the paper's retention: C1-C4 are "

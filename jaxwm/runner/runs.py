@@ -9,6 +9,7 @@ embed them with each method from the same victim, verify every model, and write
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from jaxwm.engine import checkpoint, loop, train
 from jaxwm.engine.hparams import Hparams
 from jaxwm.errors import CheckpointError, ConfigError
 from jaxwm.manifest import publication_digest, write_manifest
-from jaxwm.runner import config, experiments, fingerprint
+from jaxwm.runner import config, experiments, fingerprint, tensorboard
 
 # Lyu & Xian 2026, Table 1: clean accuracy % / watermark retention %.
 PAPER_TABLE1 = {
@@ -92,11 +93,20 @@ def embed_settings(cfg: ml_collections.ConfigDict) -> Hparams:
     )
 
 
-def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any, Any, list]:
+def _embed_event(write, index: int, lr: float, row: dict, params, state) -> None:
+    """``embed.embed``'s ``on_epoch``: the row, its (constant) rate and stage count, to events."""
+    del params, state
+    write(index, {**row, "lr": lr, "stages": len(row["trainable"])})
+
+
+def embed_model(cfg, method, model, params, state, ds, sets, seed,
+                events_dir: Path | None = None) -> tuple[Any, Any, list]:  # fmt: skip
     """Embeds every watermark set with ``method``, in order.
 
     ``partitioned`` and ``baseline`` start from the victim; ``adi`` trains a fresh model from
     scratch on the clean data with the triggers mixed in (Adi et al. 2018), as a reference.
+    With ``cfg.tensorboard``, each embedding epoch is written as TensorBoard scalars under
+    ``events_dir`` (:func:`jaxwm.runner.tensorboard.embed_writer`).
     """
     if method == "adi":
         x, y = embed.with_triggers(
@@ -112,17 +122,22 @@ def embed_model(cfg, method, model, params, state, ds, sets, seed) -> tuple[Any,
         return res.state.params, res.state.state, [res.history]
     settings = embed_settings(cfg)
     histories = []
+    enabled = bool(cfg.tensorboard) and events_dir is not None
     for i, (trig, layers) in enumerate(sets):
         t0 = time.perf_counter()
-        params, state, hist = embed.embed(
-            model.apply, params, state, trig.images, trig.labels,
-            layers_to_turn=layers if method == "partitioned" else None,  # None: the baseline
-            settings=settings, mean=ds.mean, std=ds.std,
-            key=jax.random.fold_in(jax.random.key(seed), 1000 + i),
-            clean_images=ds.train_images, clean_labels=ds.train_labels,
-            clean_per_trigger=cfg.embed.clean_per_trigger,
-            target_retention=cfg.embed.target_retention,
-        )  # fmt: skip
+        with tensorboard.embed_writer(events_dir or Path("."), enabled=enabled) as write:
+            on_epoch = None
+            if write is not None:
+                on_epoch = functools.partial(_embed_event, write, i, settings.peak_lr)
+            params, state, hist = embed.embed(
+                model.apply, params, state, trig.images, trig.labels,
+                layers_to_turn=layers if method == "partitioned" else None,  # None: baseline
+                settings=settings, mean=ds.mean, std=ds.std,
+                key=jax.random.fold_in(jax.random.key(seed), 1000 + i),
+                clean_images=ds.train_images, clean_labels=ds.train_labels,
+                clean_per_trigger=cfg.embed.clean_per_trigger,
+                target_retention=cfg.embed.target_retention, on_epoch=on_epoch,
+            )  # fmt: skip
         _say(
             f"{method} set {i}: retention {hist[-1]['retention']:.3f} after {len(hist)} epochs "
             f"({time.perf_counter() - t0:.1f} s)"
@@ -274,6 +289,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
     """Mode ``pipeline``: victim -> watermark sets -> embed per method -> verify -> Table 1."""
     t0 = time.perf_counter()
     config.secret(cfg, embedding=True)  # fail before training if there is no usable key
+    tensorboard.check_available(cfg.tensorboard)
     ds = experiments.load_data(cfg)
     model = experiments.build_model(cfg, ds.num_classes)
     victim = _trained(cfg, Path(cfg.pipeline.victim or workdir / "victim"), cfg.seed, "victim",
@@ -302,7 +318,8 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
     }
     for method in cfg.pipeline.methods:
         t1 = time.perf_counter()
-        p, s, hist = embed_model(cfg, method, model, victim[1], victim[2], ds, sets, cfg.seed)
+        p, s, hist = embed_model(cfg, method, model, victim[1], victim[2], ds, sets, cfg.seed,
+                                 events_dir=workdir / method)  # fmt: skip
         p, s = jax.device_get((p, s))
         res = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify, null_ret)
         res["embed_s"] = time.perf_counter() - t1
@@ -421,6 +438,7 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``embed``: watermarks the model in ``embed.victim`` and saves it to ``workdir``."""
     if not cfg.embed.victim:
         raise ConfigError("mode=embed needs embed.victim: the run directory of a trained model")
+    tensorboard.check_available(cfg.tensorboard)
     ds = experiments.load_data(cfg)
     model, params, state, _ = load_model_for(cfg.embed.victim, ds.num_classes, ds.image_shape[2])
     sets = make_sets(cfg, ds)
@@ -428,7 +446,8 @@ def run_embed(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     manifests = [f"manifest{i}.json" for i in range(len(sets))]
     ctl = make_controls(cfg, ds, sets)
     before = evaluate_model(model, params, state, ds, sets, ctl, cfg.verify)
-    p, s, hist = embed_model(cfg, cfg.embed.method, model, params, state, ds, sets, cfg.seed)
+    p, s, hist = embed_model(cfg, cfg.embed.method, model, params, state, ds, sets, cfg.seed,
+                             events_dir=workdir)  # fmt: skip
     p, s = jax.device_get((p, s))
     after = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify)
     meta = {

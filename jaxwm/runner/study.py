@@ -5,8 +5,9 @@ A *cell* is a name and a few dotted overrides of the run's config (``study.cells
 (``study.seeds``) and every watermark key (``study.keys``): one *unit* per (cell, seed, key).
 A unit is the ``pipeline`` of :mod:`jaxwm.runner.runs` (both methods embedded from the same
 victim with the same key, so partitioned and baseline are paired) followed, when the
-partitioned model kept its accuracy (``study.attack_max_drop``), by mode ``attack`` of
-:mod:`jaxwm.runner.attack_runs` with ``study.attack_kinds`` (the same attack key for both).
+partitioned model kept its accuracy (``study.attack_max_drop``) and the cell is one of
+``study.attack_cells``, by mode ``attack`` of :mod:`jaxwm.runner.attack_runs` with
+``study.attack_kinds`` (the same attack key for both).
 
 Victims are trained once per seed in ``<workdir>/victims/<train fingerprint>-s<seed>`` and reused
 by every cell whose train fields are the same (a cell that changes ``train.*`` or ``model.*``
@@ -137,6 +138,27 @@ def cell_config(
     return sub
 
 
+def attack_cells(names: tuple[str, ...], cells: list[str]) -> set[str]:
+    """The cells of ``study.attack_cells`` (``('*',)``: every cell).
+
+    Raises:
+      ConfigError: a name that is not one of ``cells``.
+
+    Example:
+        >>> sorted(attack_cells(("*",), ["a", "b"]))
+        ['a', 'b']
+    """
+    if "*" in names:
+        return set(cells)
+    unknown = [n for n in names if n not in cells]
+    if unknown:
+        raise ConfigError(
+            f"study.attack_cells names {', '.join(map(repr, unknown))}, not a cell of study.cells "
+            f"({', '.join(cells)}); use ('*',) to attack every cell or () for none"
+        )
+    return set(names)
+
+
 def derived_key(secret: str, key: int) -> str:
     """Watermark key number ``key`` of the study: a 256-bit hex key derived from ``secret``."""
     return hashlib.sha256(f"{secret}\0jaxwm-study-key-{key}".encode()).hexdigest()
@@ -255,17 +277,19 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     for _, sub in cells:
         preflight.check(sub)  # every cell's data, model and triggers, before anything trains
     kinds = tuple(dict.fromkeys(cfg.study.attack_kinds))
+    attacked = attack_cells(cfg.study.attack_cells, [n for n, _ in cells])
+    # Cell-major order, cells as listed: a study stopped early has whole cells (list the verdict
+    # cell first and its verdicts come first). Victims are trained once, when first needed.
     plan = [(n, sub, s, k) for n, sub in cells for s in cfg.study.seeds
             for k in range(cfg.study.num_keys)]  # fmt: skip
-    # Seed-major order: each victim is trained once, then used by every cell and key.
-    plan.sort(key=lambda u: cfg.study.seeds.index(u[2]))
     path = workdir / UNITS_FILE
     done = {(u["cell"], u["seed"], u["key"], u["fingerprint"]) for u in read_units(path)}
     wanted = set()
     for i, (name, base, seed, key) in enumerate(plan):
         sub = ml_collections.ConfigDict(base.to_dict())
         sub.seed = seed
-        fp = unit_fingerprint(sub, key, kinds, derived_key(secret, key))
+        unit_kinds = kinds if name in attacked else ()
+        fp = unit_fingerprint(sub, key, unit_kinds, derived_key(secret, key))
         wanted.add((name, seed, key, fp))
         tag = f"[study {i + 1}/{len(plan)}] {name} seed {seed} key {key}"
         if (name, seed, key, fp) in done:
@@ -275,7 +299,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         sub.pipeline.victim = str(_victim(sub, workdir))
         sub.restart = True
         with _only_key(sub, derived_key(secret, key)):  # the key itself is never written
-            unit = run_unit(sub, workdir / "units" / name / f"s{seed}-k{key}", kinds,
+            unit = run_unit(sub, workdir / "units" / name / f"s{seed}-k{key}", unit_kinds,
                             cfg.study.attack_max_drop)  # fmt: skip
         unit.update(cell=name, seed=seed, key=key, fingerprint=fp,
                     wall_s=time.perf_counter() - t1)  # fmt: skip

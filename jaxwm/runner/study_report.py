@@ -83,6 +83,8 @@ def aggregate(units: list[dict[str, Any]], cells: list[str]) -> dict[str, Any]:
                 "drop": _ci([u["victim_accuracy"] - a for a, u in zip(acc, us, strict=True)]),
                 "retention": _ci([u["methods"][m]["retention"] for u in us]),
                 "owned": sum(u["methods"][m]["owned"] for u in us),
+                # Epochs run (< embed.epochs when early stop fired): shows whether it matched.
+                "epochs": _ci([float(u["methods"][m]["epochs"]) for u in us]),
             }
         row["paired"] = {}
         for what in ("accuracy", "retention"):
@@ -92,6 +94,7 @@ def aggregate(units: list[dict[str, Any]], cells: list[str]) -> dict[str, Any]:
                                    "losses": c["losses"], "p_wilcoxon": c["wilcoxon"].p_value,
                                    "p_sign": c["sign"].p_value}  # fmt: skip
         row["attacked"] = sum(u["attacks"] is not None for u in us)
+        row["wall_s"] = sum(u.get("wall_s", 0.0) for u in us)
         out[cell] = row
     return out
 
@@ -215,13 +218,16 @@ def render(agg: dict[str, Any], verdict: dict[str, Any], cfg: ml_collections.Con
            wall_s: float, plots: list[Path]) -> str:  # fmt: skip
     """``STUDY.md``: the verdicts, the per-cell table and the paired comparisons."""
     s = cfg.study
+    total_s = sum(row["wall_s"] for row in agg.values())
     lines = [
         "# The deciding study (jaxwm mode=study)", "",
         f"Data {cfg.data.source}, model widths {tuple(cfg.model.widths)} stages "
         f"{tuple(cfg.model.stage_sizes)}; victim seeds {tuple(s.seeds)} x {s.num_keys} watermark "
-        f"key(s) per cell; attacks {', '.join(s.attack_kinds) or 'none'} on units whose "
-        f"partitioned model lost <= {100 * s.attack_max_drop:g} points; wall {wall_s:.0f} s "
-        "(this invocation). Figures: mean [95% t interval] (n units) in percent / points.", "",
+        f"key(s) per cell; attacks {', '.join(s.attack_kinds) or 'none'} on the units of "
+        f"cell(s) {', '.join(s.attack_cells) or 'none'} whose partitioned model lost <= "
+        f"{100 * s.attack_max_drop:g} points. Wall time: {total_s / 60:.1f} min summed over the "
+        f"units (victims included, over every invocation), {wall_s:.0f} s this invocation. "
+        "Figures: mean [95% t interval] (n units) in percent / points.", "",
         f"## Verdicts (decided on cell {s.verdict_cell!r})", "",
     ]  # fmt: skip
     names = {"C1": "partitioned keeps clean accuracy within the allowed drop at the paper's retention",
@@ -230,14 +236,16 @@ def render(agg: dict[str, Any], verdict: dict[str, Any], cfg: ml_collections.Con
              "C4": "partitioned keeps more accuracy than the baseline at equal retention"}  # fmt: skip
     lines += [f"- **{c}: {v['verdict']}** — {names[c]}: {v['why']}." for c, v in verdict.items()]
     lines += ["", "## Per cell", "",
-              "| cell | n | method | clean acc % | drop vs victim (points) | retention % | owned |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| cell | n | method | clean acc % | drop vs victim (points) | retention % | owned "
+              "| embedding epochs |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for cell, row in agg.items():
-        lines.append(f"| {cell} | {row['n']} | victim | {_pct(row['victim'])} | — | — | — |")
+        lines.append(f"| {cell} | {row['n']} | victim | {_pct(row['victim'])} | — | — | — | — |")
         for m in METHODS:
             r = row[m]
             lines.append(f"| {cell} | {row['n']} | {m} | {_pct(r['accuracy'])} | {_pct(r['drop'])} "
-                         f"| {_pct(r['retention'])} | {r['owned']}/{row['n']} |")  # fmt: skip
+                         f"| {_pct(r['retention'])} | {r['owned']}/{row['n']} "
+                         f"| {_pct(r['epochs'], scale=1.0)} |")  # fmt: skip
     lines += ["", "## Paired comparisons (partitioned - baseline, same victim and key)", "",
               "| cell | quantity | mean difference (points) | wins/losses | Wilcoxon p | sign p |",
               "|---|---|---|---|---|---|"]  # fmt: skip
