@@ -200,6 +200,16 @@ def test_c2_c3_c4_rules_follow_the_paired_tests():
     assert [v[c]["verdict"] for c in ("C2", "C3", "C4")] == ["inconclusive"] * 3
     v = study_report.verdicts([_unit(0, 0, 0.9, (0.9, 0.8), (0.9, 0.8))], _cfg())
     assert v["C2"]["verdict"] == v["C3"]["verdict"] == "inconclusive"
+    # Every ratio above 0 already loses more than 10 points: only the unpruned model is within
+    # the drop, which would make C3 hold vacuously. Untested, so inconclusive, in 9 units too.
+    coarse = attacks(3, 2, True)
+    coarse["points"]["prune"] = {
+        m: _points("prune", 9, [1.0, 0.2, 0.1, 0.1], [0.0, 0.2, 0.5, 0.6])
+        for m in ("partitioned", "baseline")
+    }
+    units = [_unit(i, 0, 0.99, (0.98, 0.85), (0.96, 0.85), coarse) for i in range(9)]
+    v = study_report.verdicts(units, _cfg())
+    assert v["C3"]["verdict"] == "inconclusive" and "untested" in v["C3"]["why"], v["C3"]
     assert study_report.verdicts([], _cfg())["C1"]["why"].startswith("no finished unit")
 
 

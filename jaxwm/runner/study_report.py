@@ -54,9 +54,16 @@ def weakest_success(points: list[dict[str, Any]], kind: str) -> int:
     return next((i for i, p in enumerate(ordered) if p["success"]), len(ordered))
 
 
-def _c3_holds(points: list[dict[str, Any]], retention: float, drop: float) -> bool:
-    """Retention stays >= ``retention`` at every pruning point that lost <= ``drop`` accuracy."""
-    return all(p["retention"] >= retention - 1e-9 for p in points if p["accuracy_drop"] <= drop)
+def _c3_holds(points: list[dict[str, Any]], retention: float, drop: float) -> bool | None:
+    """Retention stays >= ``retention`` at every pruning point that lost <= ``drop`` accuracy.
+
+    None when no ratio above 0 lost <= ``drop``: the unpruned model alone would make the claim
+    hold vacuously, so such a unit cannot test it (its grid needs smaller ratios).
+    """
+    within = [p for p in points if p["accuracy_drop"] <= drop]
+    if not any(p["strength"] > 0 for p in within):
+        return None
+    return all(p["retention"] >= retention - 1e-9 for p in within)
 
 
 def aggregate(units: list[dict[str, Any]], cells: list[str]) -> dict[str, Any]:
@@ -179,12 +186,21 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
         out["C2"] = {"verdict": "inconclusive", "why": "no attacked unit ran FTLL/FTAL/RTLL/RTAL"}
 
     pruned = [u for u in attacked if "prune" in u["attacks"]["points"]]
-    if pruned:
-        holds = [_c3_holds(u["attacks"]["points"]["prune"]["partitioned"], s.c3_retention,
-                           s.c3_acc_drop) for u in pruned]  # fmt: skip
+    tested = [_c3_holds(u["attacks"]["points"]["prune"]["partitioned"], s.c3_retention,
+                        s.c3_acc_drop) for u in pruned]  # fmt: skip
+    holds = [h for h in tested if h is not None]
+    if pruned and not holds:
+        out["C3"] = {"verdict": "inconclusive", "why": (
+            f"in none of {len(pruned)} pruned units did a ratio above 0 lose <= "
+            f"{100 * s.c3_acc_drop:g} points, so the claim is untested (add smaller "
+            "attack.prune_ratios)")}  # fmt: skip
+    elif pruned:
         t = sign_test([1.0 if h else -1.0 for h in holds])
+        untested = len(tested) - len(holds)
         why = (
-            f"holds in {sum(holds)} of {len(holds)} attacked units, exact sign test p = "
+            f"holds in {sum(holds)} of {len(holds)} attacked units"
+            + (f" ({untested} more untested: no ratio above 0 within the drop)" if untested else "")
+            + ", exact sign test p = "
             f"{t.p_value:.3g}; rule: retention >= {100 * s.c3_retention:g}% at every ratio "
             f"losing <= {100 * s.c3_acc_drop:g} points, in more units than not at p < {s.alpha:g}"
         )
