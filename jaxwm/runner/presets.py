@@ -70,6 +70,46 @@ def small_cpu() -> ml_collections.ConfigDict:
     return c
 
 
+# The study grid of the CPU study configs (configs/study_mnist.py, study_cifar10_small.py): the
+# verdict cell first (a study stopped early has its verdicts), BatchNorm trainable in every cell
+# but the BatchNorm ones, and mixed_10 / large_d given as many optimizer steps as the 60-epoch
+# cells (1,100 and 3,000 images an epoch: 15 and 6 epochs against 300 x 60).
+STUDY_CPU_CELLS = (
+    "early_stop_0.85: embed.operating_point='matched'",
+    "d_alone: embed.operating_point='paper_literal'",
+    "mixed_2: embed.operating_point='mixed'",
+    "mixed_10: embed.operating_point='mixed'; embed.clean_per_trigger=10; embed.epochs=15",
+    "bn_inference: embed.operating_point='matched'; embed.bn_mode='inference'",
+    "bn_all: embed.operating_point='matched'; embed.bn_mode='all'",
+    "large_d: embed.operating_point='matched'; watermark.size=1000; embed.epochs=6",
+    "content_target: embed.operating_point='matched'; watermark.kind='content'; "
+    "watermark.label_policy='target'",
+)
+
+
+def study_cpu() -> ml_collections.ConfigDict:
+    """The CPU study (mode ``study``) on the small ResNet of :func:`small_cpu`.
+
+    Embedding: 60 epochs of AdamW 1e-3 with BatchNorm ``trainable``, operating point
+    ``matched``; attacks (verdict cell only): FTLL/FTAL/RTLL/RTAL at 0-2 epochs and pruning at
+    ratios 0.01-0.1 on 2,000 attacker images. configs/study_mnist.py says what was measured.
+    """
+    c = small_cpu()
+    c.mode = "study"
+    c.embed.epochs = 60
+    c.embed.lr = 1e-3
+    c.embed.operating_point = "matched"
+    c.embed.bn_mode = "trainable"
+    c.study.cells = STUDY_CPU_CELLS
+    c.study.verdict_cell = "early_stop_0.85"
+    c.study.attack_cells = ("early_stop_0.85",)
+    c.attack.data_fraction = 0.2  # 2,000 attacker images (MNIST), the rest evaluates
+    c.attack.ft_epochs = (0, 1, 2)
+    c.attack.prune_ratios = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1)
+    c.attack.fine_prune_epochs = 1
+    return c
+
+
 def table1_pipeline(dataset: str) -> ml_collections.ConfigDict:
     """``configs/<dataset>_partitioned.py``: a Table 1 row, both methods from one victim."""
     c = preset(dataset)
