@@ -43,6 +43,10 @@ def test_reproduce_writes_report_with_mean_std_and_skips_missing_data(in_process
     for seed in (0, 1):
         assert (tmp_path / "synthetic" / f"seed{seed}" / "attack" / "attacks.json").is_file()
     assert "Traceback" not in proc.stderr
+    # One report on stdout; each unit's Table 1 went to stderr (the console and log.txt).
+    assert proc.stdout.count("Table 1 analogue") == 0 and proc.stdout.count("## Table 1") == 1
+    assert proc.stderr.count("Table 1 analogue") == 2  # the synthetic dataset's two seeds
+    assert (tmp_path / "log.txt").read_text().count("Table 1 analogue") == 2
 
 
 def test_units_in_separate_processes_give_the_same_report(in_process, tmp_path):

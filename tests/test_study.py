@@ -64,6 +64,9 @@ def test_study_writes_verdicts_and_every_unit(done):
     for name in ("study_cells.png", "study_cells.pdf", "study_attacks.png"):
         assert (wd / name).stat().st_size > 0, name
     assert "[study 2/2] stop seed 0 key 0" in proc.stderr
+    # stdout holds STUDY.md alone; the units' Table 1s went to stderr.
+    assert proc.stdout.lstrip().startswith("# The deciding study") and "Table 1" not in proc.stdout
+    assert proc.stderr.count("Table 1 analogue") == 2
     # Neither the owner's secret nor a derived key is written anywhere.
     keys = [SECRET, study.derived_key(SECRET, 0)]
     for f in wd.rglob("*"):

@@ -16,6 +16,7 @@ paper's figures are matched by it), which is how the tests and CPU-sized studies
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -129,7 +130,10 @@ def run_reproduce(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, An
                 outcomes.append({"skipped": studies[label]["skipped"]})
                 continue
             print(f"=== {label} seed {seed}: {run_dir}", file=sys.stderr, flush=True)
-            outcomes.append(_run_unit(sub, run_dir, cfg.reproduce.attacks))
+            # The unit's own Table 1 and attack table go to the console's stderr (and log.txt):
+            # stdout carries one report, REPORT.md, as with processes > 1.
+            with contextlib.redirect_stdout(sys.stderr):
+                outcomes.append(_run_unit(sub, run_dir, cfg.reproduce.attacks))
             studies[label]["skipped"] = outcomes[-1].get("skipped")
     for (label, seed, _, run_dir), out in zip(units, outcomes, strict=True):
         if "skipped" in out:

@@ -296,9 +296,12 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             _say(f"{tag}: done earlier, skipped")
             continue
         t1 = time.perf_counter()
-        sub.pipeline.victim = str(_victim(sub, workdir))
+        # A victim's, a unit's Table 1 and attack table go to stderr (and log.txt): stdout
+        # carries one report, STUDY.md.
+        with contextlib.redirect_stdout(sys.stderr):
+            sub.pipeline.victim = str(_victim(sub, workdir))
         sub.restart = True
-        with _only_key(sub, derived_key(secret, key)):  # the key itself is never written
+        with _only_key(sub, derived_key(secret, key)), contextlib.redirect_stdout(sys.stderr):
             unit = run_unit(sub, workdir / "units" / name / f"s{seed}-k{key}", unit_kinds,
                             cfg.study.attack_max_drop)  # fmt: skip
         unit.update(cell=name, seed=seed, key=key, fingerprint=fp,

@@ -193,7 +193,9 @@ def verdicts(units: list[dict[str, Any]], cfg: ml_collections.ConfigDict) -> dic
         out["C3"] = {"verdict": "inconclusive", "why": (
             f"in none of {len(pruned)} pruned units did a ratio above 0 lose <= "
             f"{100 * s.c3_acc_drop:g} points, so the claim is untested (add smaller "
-            "attack.prune_ratios)")}  # fmt: skip
+            f"attack.prune_ratios); rule: retention >= {100 * s.c3_retention:g}% at every "
+            f"ratio losing <= {100 * s.c3_acc_drop:g} points, tested on units with such a "
+            "ratio above 0")}  # fmt: skip
     elif pruned:
         t = sign_test([1.0 if h else -1.0 for h in holds])
         untested = len(tested) - len(holds)
