@@ -141,6 +141,26 @@ def test_controls_are_fresh_draws_of_the_same_generator():
     assert controls.control_sets({"kind": "folder"}, SECRET) == []
 
 
+def test_control_sets_hash_the_source_pool_once_and_equal_sets_built_alone(monkeypatch):
+    # 1,000 content control sets hashed the whole pool 1,000 times (137 s of a study unit).
+    src, lab = _source(200)
+    ts = triggers.make_trigger_set("content", secret=SECRET, size=8, image_shape=SHAPE,
+                                   num_classes=10, source_images=src, source_labels=lab)  # fmt: skip
+    calls = []
+    real = triggers.source_digest
+    monkeypatch.setattr(controls, "source_digest", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(triggers, "source_digest", lambda *a: calls.append(1) or real(*a))
+    ctl = controls.control_sets(ts.params, SECRET, count=5, source_images=src, source_labels=lab)
+    assert len(calls) == 1
+    for j, c in enumerate(ctl):
+        alone = triggers.make_trigger_set(
+            "content", secret=controls.control_secret(SECRET, j), size=8, image_shape=SHAPE,
+            num_classes=10, source_images=src, source_labels=lab,
+        )  # fmt: skip
+        assert c.params == alone.params and c.params["source_digest"] == real(src, lab)
+        assert np.array_equal(c.images, alone.images) and np.array_equal(c.labels, alone.labels)
+
+
 def test_query_plan_interleaves_and_splits_back():
     sets = [triggers.make_trigger_set("noise", secret=SECRET, size=5, image_shape=SHAPE,
                                       num_classes=10, index=i) for i in range(2)]  # fmt: skip
