@@ -12,14 +12,16 @@ images), and the model is the demo's small ResNet, not Adi's ResNet-18 on CIFAR-
 
 Command:   python launch.py --config=configs/demo_attack_adi.py
            (run python launch.py --config=configs/demo.py first: it writes runs/demo)
-Runtime:   535 s wall on 2 CPU cores shared with other jobs (load ~12; after the demo pipeline).
-Expected:  (measured, seed 0; the attacker trains on all 1438 training images, accuracy on the
-           359 test images) unattacked: partitioned 95.8% / 100% retention, baseline 93.6% /
-           100%. After 20 epochs every attacked model is at 98-99% accuracy. FTLL leaves
-           partitioned 86% / baseline 96% retention, FTAL 54% / 48% (both still owned). RTLL
-           with the attacker's head: 66% / 90% (owned); RTAL: 20% / 26% (not owned, a WRT
-           success from 1 epoch). Through the owner's head (retention_owner_head, Adi et al.'s
-           measure): RTLL 100% / 100% (the features are untouched), RTAL 54% / 36%.
+Runtime:   111 s wall at 9872eb6 (77 s user; after the demo pipeline, 30 s), on 2 CPU cores
+           shared with one other job.
+Expected:  (measured at 9872eb6, seed 0; the attacker trains on all 1438 training images,
+           accuracy on the 359 test images) unattacked: partitioned 96.1% / 94% retention,
+           baseline 96.4% / 94%. After 20 epochs every attacked model is at 98-99% accuracy.
+           FTLL leaves partitioned 74% / baseline 80% retention (both owned); FTAL 38% (owned)
+           / 26% (not owned from epoch 1, a WRT success). RTLL with the attacker's head: 48% /
+           70% (owned); RTAL: 12% / 20% (not owned, a WRT success from 1 epoch). Through the
+           owner's head (retention_owner_head, Adi et al.'s measure): RTLL 94% / 94% (the
+           features are untouched), RTAL 38% / 18%.
 """
 
 from jaxwm.runner import presets

@@ -8,7 +8,7 @@ Command:   python launch.py --config=configs/demo_reproduce.py
 Runtime:   about 2-3 minutes on 2 CPU cores.
 Expected:  victim ~97-98% accuracy, never owned; partitioned and baseline ~95-97% accuracy at
            >= 95% retention, owned for both seeds; attack rows as in configs/demo_attack.py.
-           Measured at embed.operating_point=mixed (set below; 381 s on a 2-core machine shared
+           Measured at 8fdadc1 with embed.operating_point=mixed (set below; 381 s on a 2-core machine shared
            with other jobs): victim 98.05 ± 0.39%, partitioned 96.52 ± 0.98% / 99 ± 1.4%,
            baseline 94.85 ± 1.77% / 100% (n = 2), victim 0/2 owned, both methods 2/2.
 """

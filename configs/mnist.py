@@ -6,7 +6,7 @@ Runtime:   about 1 minute on one H100/H200 (8 epochs; compile included); hours o
            Quick CPU check (float32 is used on CPU): --config.train.epochs=1
            --config.model.widths="(8,16,32,64)" takes about a minute on 2 cores (measured 58 s,
            93.38% test accuracy).
-Expected:  about 99.5% test accuracy; the model is saved to runs/mnist/model.
+Expected:  about 99.5% test accuracy (GPU figures of 0.1; the CPU check measured at 1ebd21b); the model is saved to runs/mnist/model.
 """
 
 from jaxwm.runner.config import preset
