@@ -6,13 +6,16 @@ fine-tuning for the baseline; then every attack on both, as in the paper's Figur
 
 Command:   JAXWM_SECRET=<key> python launch.py --config=configs/cifar10_small_cpu.py \
              --config.reproduce.runs="('cifar10=folder:../shared/data/cifar10.tar.gz',)"
-Runtime:   about 15 minutes on 2 CPU cores (measured: victim 367 s; pipeline + attacks 555 s).
-Expected:  (measured, seed 0) victim 75.64%; partitioned 60.44% / 90% retention, baseline
-           55.72% / 89% (an earlier run of the same algorithm, another data order: 55.60% / 90%
-           and 57.66% / 95%): this 0.2M-parameter model loses 15-20 points to the watermark even
-           with clean images mixed in. Owned iff retention >= 21%: 4 epochs of FTAL leave both
-           owned (28% / 35%) while accuracy recovers to ~71%; RTAL removes both; fine-pruning
-           removes the partitioned watermark at ratio 0.4 and the baseline's at 0.5.
+Runtime:   measured at 9872eb6: 3,119 s wall (3,156 s user + 455 s system) on 2 CPU cores
+           shared with other jobs most of the time: victim 6 epochs 1,203 s, embedding 45 s
+           (partitioned) and 147 s (baseline), the 13 attacks on both 1,648 s. Alone on the
+           machine 0.1 took about 15 minutes (victim 367 s).
+Expected:  (measured at 9872eb6, seed 0) victim 75.69%; partitioned 60.21% / 92% retention,
+           baseline 52.58% / 99% (full test split): this 0.2M-parameter model loses 15-23
+           points to the watermark even with clean images mixed in. Owned iff retention >= 21%:
+           4 epochs of FTAL leave both owned (38% / 44%) while accuracy recovers to ~71%; RTAL
+           removes both (a WRT success from 1 epoch), RTLL removes only partitioned (20% vs
+           55%); fine-pruning removes partitioned at ratio 0.6 and the baseline at 0.5.
 """
 
 from jaxwm.runner import presets
