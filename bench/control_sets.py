@@ -1,5 +1,6 @@
-"""Control sets for a content rank test on an MNIST-sized pool: one source hash (since 9872eb6)
-against one hash per set (before), timed in the same process; checks both give the same sets.
+"""Control sets for a content rank test on an MNIST-sized pool: `controls.control_sets` (one source
+hash, via `triggers.make_trigger_sets`) against one `make_trigger_set` per key (one hash per set,
+as before 9872eb6), timed in the same process; checks both give the same sets.
 
     JAX_PLATFORMS=cpu python bench/control_sets.py [COUNT]   # default 100; the study draws 1000
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from jaxwm.errors import TriggerSetError
-from jaxwm.trigger_images import as_labels, as_nhwc, keyed_permutation
-from jaxwm.triggers import TriggerSet, make_trigger_set, source_digest
+from jaxwm.trigger_images import keyed_permutation
+from jaxwm.triggers import TriggerSet, make_trigger_sets
 
 DEFAULT_CONTROL_SETS = 4
 # Kinds whose triggers share a per-key random component (content: one stamp for the whole set):
@@ -123,28 +123,18 @@ def control_sets(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise TriggerSetError(f"count (control sets) must be an int >= 1; got {count!r}")
     policy = params.get("label_policy", "random")
-    # One hash of the source pool for all `count` sets (it is the same pool every time).
-    digest = None
-    if params["kind"] != "noise" and source_images is not None:
-        src = as_nhwc(source_images, "source_images")
-        lab = None if source_labels is None else as_labels(source_labels, len(src), "source_labels")
-        digest = source_digest(src, lab)
-    return [
-        make_trigger_set(
-            params["kind"],
-            secret=control_secret(secret, j, seed),
-            size=int(params["size"]),
-            image_shape=tuple(params["image_shape"]),
-            num_classes=int(params["num_classes"]),
-            label_policy=policy,
-            target_class=int(params.get("target_class", 0)),
-            source_images=source_images,
-            source_labels=source_labels,
-            index=int(params.get("index", 0)),
-            known_source_digest=digest,
-        )
-        for j in range(count)
-    ]
+    return make_trigger_sets(  # checks and hashes the source pool once for all `count` sets
+        params["kind"],
+        keys=[control_secret(secret, j, seed) for j in range(count)],
+        size=int(params["size"]),
+        image_shape=tuple(params["image_shape"]),
+        num_classes=int(params["num_classes"]),
+        label_policy=policy,
+        target_class=int(params.get("target_class", 0)),
+        source_images=source_images,
+        source_labels=source_labels,
+        index=int(params.get("index", 0)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -291,7 +292,6 @@ def make_trigger_set(
     source_images: np.ndarray | None = None,
     source_labels: np.ndarray | None = None,
     index: int = 0,
-    known_source_digest: str | None = None,
 ) -> TriggerSet:
     """Build a trigger set deterministically from the owner's secret.
 
@@ -317,11 +317,6 @@ def make_trigger_set(
         source_labels: Their labels; required for ``content`` and ``folder``, optional for
             ``unrelated``.
         index: Distinguishes several sets of one owner (different index, different set).
-        known_source_digest: :func:`source_digest` of ``source_images`` and ``source_labels``
-            when the caller has it already; it is recorded as given, not recomputed. Drawing
-            many sets from one pool (:func:`jaxwm.controls.control_sets`: 1,000 sets for a
-            ``content`` rank test) otherwise hashes the whole pool once per set (137 s of a
-            306 s study unit on MNIST, measured).
 
     Returns:
         The :class:`TriggerSet`, whose ``params`` record these arguments (without the secret).
@@ -331,11 +326,54 @@ def make_trigger_set(
         >>> ts.images.shape, ts.labels.dtype
         ((4, 32, 32, 3), dtype('int32'))
     """
+    return make_trigger_sets(
+        kind, keys=[secret], size=size, image_shape=image_shape, num_classes=num_classes,
+        label_policy=label_policy, target_class=target_class, source_images=source_images,
+        source_labels=source_labels, index=index,
+    )[0]  # fmt: skip
+
+
+def make_trigger_sets(
+    kind: str,
+    *,
+    keys: Sequence[str],
+    size: int,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    label_policy: str = "random",
+    target_class: int = 0,
+    source_images: np.ndarray | None = None,
+    source_labels: np.ndarray | None = None,
+    index: int = 0,
+) -> list[TriggerSet]:
+    """:func:`make_trigger_set` for each key in ``keys``, from one source pool checked and
+    hashed once.
+
+    Control sets draw 1,000 sets from one pool for a ``content`` rank test; building them one by
+    one hashed the whole pool once per set (137 s of a 306 s study unit on MNIST, measured).
+
+    Args:
+        kind: As for :func:`make_trigger_set`.
+        keys: The secrets, one set each (the same key gives a bit-identical set).
+        size, image_shape, num_classes, label_policy, target_class, source_images,
+        source_labels, index: As for :func:`make_trigger_set`, shared by every set.
+
+    Returns:
+        One :class:`TriggerSet` per key, in order; each equals ``make_trigger_set`` with that key.
+
+    Example:
+        >>> [len(t) for t in make_trigger_sets("noise", keys=["a", "b"], size=3,
+        ...                                    image_shape=(8, 8, 1), num_classes=10)]
+        [3, 3]
+    """
     if kind not in TRIGGER_KINDS:
         raise TriggerSetError(f"kind must be one of {TRIGGER_KINDS}; got {kind!r}")
     if label_policy not in LABEL_POLICIES:
         raise TriggerSetError(f"label_policy must be one of {LABEL_POLICIES}; got {label_policy!r}")
-    if not isinstance(secret, str) or not secret:
+    if isinstance(keys, str):  # a lone key would become one set per character
+        raise TriggerSetError("keys must be a sequence of secrets, not one str")
+    keys = list(keys)
+    if any(not isinstance(key, str) or not key for key in keys):
         raise TriggerSetError("secret must be a non-empty str; create one with generate_secret()")
     size = check_int("size", size, 1)
     shape = check_image_shape(image_shape)
@@ -349,11 +387,14 @@ def make_trigger_set(
             f"source_images is required for kind={kind!r}; load them first (e.g. load_idx_images)"
         )
 
-    stream = KeyedStream(secret, kind, index)
     if kind == "noise":
-        labels = _assign_labels(stream, size, k, label_policy, target_class, None)
-        images = np.stack([abstract_image(stream, shape) for _ in range(size)])
-        return TriggerSet(images, labels, kind, params)
+        out = []
+        for key in keys:
+            stream = KeyedStream(key, kind, index)
+            labels = _assign_labels(stream, size, k, label_policy, target_class, None)
+            images = np.stack([abstract_image(stream, shape) for _ in range(size)])
+            out.append(TriggerSet(images, labels, kind, dict(params)))
+        return out
 
     src = as_nhwc(source_images, "source_images")
     if kind in ("folder", "content") and src.shape[1:] != shape:
@@ -369,16 +410,14 @@ def make_trigger_set(
     lab = None if source_labels is None else as_labels(source_labels, len(src), "source_labels")
     if kind != "unrelated" and lab.size and (lab.min() < 0 or lab.max() >= k):
         raise TriggerSetError(f"source_labels must lie in [0, {k}) (num_classes={k})")
-    params["source_digest"] = (
-        source_digest(src, lab) if known_source_digest is None else str(known_source_digest)
-    )
+    params["source_digest"] = source_digest(src, lab)  # once for every key
     if kind == "folder":
         # A folder set's labels are the user's own: no policy, no target class.
         params["label_policy"] = "given"
         params.pop("target_class")
         if size > len(src):
             raise TriggerSetError(f"size={size} exceeds the {len(src)} images of the folder set")
-        return TriggerSet(src[:size], lab[:size], kind, params)
+        return [TriggerSet(src[:size], lab[:size], kind, dict(params)) for _ in keys]
 
     pool = np.arange(len(src))
     if label_policy == "target" and lab is not None:
@@ -386,13 +425,17 @@ def make_trigger_set(
     if size > len(pool):
         why = f" (not already labelled target_class={target_class})" if len(pool) < len(src) else ""
         raise TriggerSetError(f"size={size} exceeds the {len(pool)} eligible source_images{why}")
-    chosen = pool[stream.sample(len(pool), size)]
-    avoid = None if lab is None else lab[chosen]
-    labels = _assign_labels(stream, size, k, label_policy, target_class, avoid)
-    if kind == "content":
-        top, left, patch = content_stamp(secret, shape, index=index)
-        images = src[chosen].copy()
-        images[:, top : top + patch.shape[0], left : left + patch.shape[1], :] = patch
-    else:
-        images = np.stack([resize_convert(src[i], shape) for i in chosen])
-    return TriggerSet(images, labels, kind, params)
+    out = []
+    for key in keys:
+        stream = KeyedStream(key, kind, index)
+        chosen = pool[stream.sample(len(pool), size)]
+        avoid = None if lab is None else lab[chosen]
+        labels = _assign_labels(stream, size, k, label_policy, target_class, avoid)
+        if kind == "content":
+            top, left, patch = content_stamp(key, shape, index=index)
+            images = src[chosen].copy()
+            images[:, top : top + patch.shape[0], left : left + patch.shape[1], :] = patch
+        else:
+            images = np.stack([resize_convert(src[i], shape) for i in chosen])
+        out.append(TriggerSet(images, labels, kind, dict(params)))
+    return out

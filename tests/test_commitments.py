@@ -148,7 +148,6 @@ def test_control_sets_hash_the_source_pool_once_and_equal_sets_built_alone(monke
                                    num_classes=10, source_images=src, source_labels=lab)  # fmt: skip
     calls = []
     real = triggers.source_digest
-    monkeypatch.setattr(controls, "source_digest", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(triggers, "source_digest", lambda *a: calls.append(1) or real(*a))
     ctl = controls.control_sets(ts.params, SECRET, count=5, source_images=src, source_labels=lab)
     assert len(calls) == 1
@@ -159,6 +158,8 @@ def test_control_sets_hash_the_source_pool_once_and_equal_sets_built_alone(monke
         )  # fmt: skip
         assert c.params == alone.params and c.params["source_digest"] == real(src, lab)
         assert np.array_equal(c.images, alone.images) and np.array_equal(c.labels, alone.labels)
+    with pytest.raises(TriggerSetError, match="not one str"):
+        triggers.make_trigger_sets("noise", keys=SECRET, size=2, image_shape=SHAPE, num_classes=10)
 
 
 def test_query_plan_interleaves_and_splits_back():
