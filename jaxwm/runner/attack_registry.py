@@ -51,8 +51,8 @@ class AttackContext:
     evaluate: Callable
     predict: Callable
     embed_settings: Hparams  # the run's embedding settings (overwriting reuses them)
-    ctl_images: np.ndarray | None = None
-    ctl_labels: np.ndarray | None = None
+    ctl_images: list[np.ndarray] | None = None  # one array per control set
+    ctl_labels: list[np.ndarray] | None = None
 
     def labels_on(self, params: PyTree, state: PyTree, images: Any = None) -> np.ndarray:
         """Predicted labels on the owner's triggers (or on ``images``)."""
@@ -63,12 +63,20 @@ class AttackContext:
     def measure(self, params: PyTree, state: PyTree) -> tuple[float, verify.Verdict]:
         """Clean accuracy on the evaluation split, and the owner's verdict."""
         acc = float(self.evaluate(params, state, self.x_eval, self.y_eval))
-        c_pred = None if self.ctl_images is None else self.labels_on(params, state, self.ctl_images)
+        pred = self.labels_on(params, state)
+        clustered = controls.clustered(self.trig.kind)
+        c_pred = c_lab = None
+        if self.ctl_images:  # a rank test stops predicting once it cannot reject (same verdict)
+            c_pred, c_lab = verify.predict_controls(
+                lambda x: self.labels_on(params, state, x), self.ctl_images, self.ctl_labels,
+                int(np.sum(pred == self.trig.labels)), alpha=self.cfg.verify.alpha,
+                clustered=clustered,
+            )  # fmt: skip
         v = verify.verify_predictions(
-            self.labels_on(params, state), self.trig.labels, self.num_classes,
+            pred, self.trig.labels, self.num_classes,
             alpha=self.cfg.verify.alpha, chance=triggers.chance_level(self.trig.params),
-            control_predicted=c_pred, control_labels=self.ctl_labels,
-            control_clustered=controls.clustered(self.trig.kind),
+            control_predicted=c_pred, control_labels=c_lab, control_clustered=clustered,
+            control_sets_planned=len(self.ctl_images or ()),
             fpr=self.cfg.verify.fpr, confidence=self.cfg.verify.confidence,
             null_retentions=self.nulls,
         )  # fmt: skip

@@ -84,7 +84,7 @@ def split_attacker(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def attacker_data(
-    ds: Any, split: str, fraction: float, seed: int
+    ds: Any, split: str, fraction: float, seed: int, eval_images: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """The attacker's images and the evaluation images, from disjoint sources.
 
@@ -98,6 +98,9 @@ def attacker_data(
       split: "test" or "train".
       fraction: Share of ``split`` given to the attacker.
       seed: Seed of the share's random permutation.
+      eval_images: 0: every evaluation image; ``n > 0``: a random ``n`` of them, drawn with
+        ``seed`` (so every attack point, scheme and rerun uses the same ones). Clean accuracy
+        on 2,000 images has a standard error of about 0.7 points at 90%.
 
     Returns:
       ``(x_att, y_att, x_eval, y_eval, info)``; ``info`` names the splits and holds the
@@ -114,8 +117,19 @@ def attacker_data(
         x_eval, y_eval = ds.test_images, ds.test_labels
     else:
         raise ConfigError(f"attack.data_split must be 'test' or 'train', got {split!r}")
+    available = len(y_eval)
+    if eval_images:
+        if not 0 < eval_images <= available:
+            raise ConfigError(
+                f"attack.eval_images={eval_images} but the evaluation share holds {available} "
+                "images; pick at most that many, or 0 for all of them"
+            )
+        # A fixed subset (its own stream, so the attacker's share is the same with or without it)
+        keep = np.sort(np.random.default_rng([seed, 1]).permutation(available)[:eval_images])
+        x_eval, y_eval = x_eval[keep], y_eval[keep]
     info = {"fraction": fraction, "attacker_split": split, "eval_split": "test",
-            "attacker": len(y_att), "eval": len(y_eval), "attacker_indices": att.tolist()}  # fmt: skip
+            "attacker": len(y_att), "eval": len(y_eval), "eval_available": available,
+            "attacker_indices": att.tolist()}  # fmt: skip
     return x_att, y_att, x_eval, y_eval, info
 
 
@@ -284,13 +298,13 @@ def run_attack(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                                 count=controls.control_count(trig.kind, cfg.verify.alpha),
                                 source_labels=labels)  # fmt: skip
     a = cfg.attack
-    x_att, y_att, x_eval, y_eval, split = attacker_data(ds, a.data_split, a.data_fraction, cfg.seed)
+    x_att, y_att, x_eval, y_eval, split = attacker_data(ds, a.data_split, a.data_fraction, cfg.seed,
+                                                      a.eval_images)  # fmt: skip
     mean, std = (tuple(v_meta["normalization"][k]) for k in ("mean", "std"))
     ctx = AttackContext(
         cfg, model, mean, std, x_att, y_att, x_eval, y_eval, trig, int(manifest["num_classes"]),
         [], train.make_eval(model.apply, mean, std), train.make_predict(model.apply, mean, std),
-        runs.embed_settings(cfg), np.concatenate([c.images for c in ctl]) if ctl else None,
-        np.concatenate([c.labels for c in ctl]) if ctl else None,
+        runs.embed_settings(cfg), [c.images for c in ctl] or None, [c.labels for c in ctl] or None,
     )  # fmt: skip
 
     # Independent (non-watermarked) models: the victim, pipeline nulls, and verify.nulls.

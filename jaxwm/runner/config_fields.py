@@ -267,6 +267,10 @@ FIELDS: tuple[Field, ...] = (
     F("attack.data_fraction", 0.5,
       "share of attack.data_split given to the attacker (test: the rest evaluates; train: 1 "
       "gives the whole training set)", Check(lambda v: 0 < v <= 1, "in (0, 1]")),
+    F("attack.eval_images", 0,
+      "images clean accuracy is measured on at every attack point: 0 = the whole evaluation "
+      "share; n > 0 = a fixed random n of it (a study's cost is mostly this evaluation)",
+      NONNEG),
     F("attack.batch_size", 64, "attacker's images per step", POSITIVE),
     F("attack.ft_epochs", (0, 1, 2, 4, 8), "ftll/ftal/rtll/rtal/adaptive strengths (epochs)",
       tuple_of(lambda x: x >= 0, "a non-empty tuple of epochs >= 0")),

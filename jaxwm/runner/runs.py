@@ -176,13 +176,19 @@ def evaluate_model(model, params, state, ds, sets, ctl, vcfg, nulls=None) -> dic
     verdicts = []
     for i, (trig, _) in enumerate(sets):
         null_i = None if nulls is None else [n[i] for n in nulls]
-        c_lab = np.concatenate([c.labels for c in ctl[i]]) if ctl[i] else None
-        c_pred = labels_of(np.concatenate([c.images for c in ctl[i]])) if ctl[i] else None
+        pred = labels_of(trig.images)
+        c_pred = c_lab = None
+        clustered = controls.clustered(trig.kind)
+        if ctl[i]:  # a rank test stops predicting once it cannot reject (same verdict)
+            c_pred, c_lab = verify.predict_controls(
+                labels_of, [c.images for c in ctl[i]], [c.labels for c in ctl[i]],
+                int(np.sum(pred == trig.labels)), alpha=vcfg.alpha, clustered=clustered,
+            )  # fmt: skip
         verdicts.append(verify.verify_predictions(
-            labels_of(trig.images), trig.labels, ds.num_classes, alpha=vcfg.alpha,
+            pred, trig.labels, ds.num_classes, alpha=vcfg.alpha,
             chance=triggers.chance_level(trig.params), control_predicted=c_pred,
-            control_labels=c_lab, control_clustered=controls.clustered(trig.kind),
-            null_retentions=null_i, fpr=vcfg.fpr,
+            control_labels=c_lab, control_clustered=clustered,
+            control_sets_planned=len(ctl[i]), null_retentions=null_i, fpr=vcfg.fpr,
             confidence=vcfg.confidence,
         ))  # fmt: skip
     owned, verdicts, _ = verify.decide_sets(verdicts, vcfg.alpha)
@@ -301,8 +307,10 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
     digest = write_manifests(workdir / "watermark", sets, ds.name)
     ctl = make_controls(cfg, ds, sets)
     # Independent models' retentions (the victim is one too: trained without the watermark).
-    null_ret = []
-    for _, p, s in [victim, *nulls]:
+    # The victim is evaluated once: its verdict is reported and its retentions are a null.
+    victim_eval = evaluate_model(model, victim[1], victim[2], ds, sets, ctl, cfg.verify)
+    null_ret = [[x["retention"] for x in victim_eval["sets"]]]
+    for _, p, s in nulls:
         r = evaluate_model(model, p, s, ds, sets, ctl, cfg.verify)
         null_ret.append([x["retention"] for x in r["sets"]])
     results: dict[str, Any] = {
@@ -311,7 +319,7 @@ def run_pipeline(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any
         "test_images": int(ds.test_images.shape[0]),  # what every clean accuracy here is on
         "model": model.name,
         "digest": digest,
-        "victim": evaluate_model(model, victim[1], victim[2], ds, sets, ctl, cfg.verify),
+        "victim": victim_eval,
         "null_retentions": null_ret,
         "methods": {},
         "environment": experiments.environment(),

@@ -42,7 +42,12 @@ Example:
     (True, True)
 """
 
-from jaxwm.verify.predictions import check_predictions, predict_labels, retention
+from jaxwm.verify.predictions import (
+    check_predictions,
+    predict_controls,
+    predict_labels,
+    retention,
+)
 from jaxwm.verify.sets import decide_sets
 from jaxwm.verify.verdict import (
     DEFAULT_ALPHA,
@@ -65,6 +70,7 @@ __all__ = [
     "check_predictions",
     "decide_sets",
     "null_threshold",
+    "predict_controls",
     "predict_labels",
     "retention",
     "verify_predictions",

@@ -2,12 +2,14 @@
 
 Model evaluation stays with the caller, except :func:`predict_labels`, which batches a predict
 function over the trigger images. :func:`check_predictions` is the check every verdict applies
-to a pair of label arrays; :func:`retention` is the fraction of trigger labels reproduced.
+to a pair of label arrays; :func:`retention` is the fraction of trigger labels reproduced;
+:func:`predict_controls` predicts the control sets, no further than the verdict needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,3 +115,79 @@ def predict_labels(
             )
         labels.append(np.argmax(arr[:valid], axis=-1))
     return np.concatenate(labels).astype(np.int32) if labels else np.zeros((0,), np.int32)
+
+
+def predict_controls(
+    labels_fn: Callable[[np.ndarray], Any],
+    set_images: Sequence[Any],
+    set_labels: Sequence[Any],
+    owner_matches: int,
+    *,
+    alpha: float,
+    clustered: bool,
+    sets_per_call: int = 10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The suspect's labels on the control sets, stopping once a rank test cannot reject.
+
+    A clustered kind's control test ranks the owner's set among ``B`` whole control sets and
+    rejects only if ``(1 + a) / (B + 1) < alpha``, ``a`` being the sets matched at least as often
+    as the owner's (``owner_matches``). ``a`` only grows as sets are added, so once the sets seen
+    so far make that impossible the verdict is "not owned" whatever the rest would show: the
+    remaining sets are not predicted (a non-watermarked suspect usually shows this within the
+    first call: 1,000 sets at alpha 1e-3 cost one call instead of 100). The rank test on the sets
+    returned has ``p >= (1 + a) / (B' + 1) >= alpha``, so the verdict is the one all ``B`` sets
+    give; a suspect that may still be owned is always tested on all of them. Pooled (Fisher)
+    controls are always predicted whole.
+
+    Args:
+        labels_fn: ``images -> predicted labels`` (e.g. :func:`predict_labels` over a model).
+        set_images: The control sets' images, one array ``(N, H, W, C)`` per set.
+        set_labels: Their labels, one array ``(N,)`` per set.
+        owner_matches: How many of the owner's ``N`` triggers the suspect matched.
+        alpha: The control test's significance level, in ``(0, 1)``.
+        clustered: Whether the controls are ranked as whole sets
+            (``jaxwm.controls.clustered(kind)``); only then does prediction stop early.
+        sets_per_call: Control sets predicted per call of ``labels_fn``, >= 1.
+
+    Returns:
+        ``(predicted, labels)``: the labels of the sets predicted (a prefix of the sets, whole
+        sets only) and their control labels, concatenated, for ``control_predicted`` and
+        ``control_labels`` of :func:`jaxwm.verify.verify_predictions`.
+
+    Example:
+        >>> sets = [np.full((2, 1, 1, 1), i) for i in range(1000)]
+        >>> labs = [np.zeros(2, np.int32)] * 1000
+        >>> pred, _ = predict_controls(lambda x: np.zeros(len(x), np.int32), sets, labs, 2,
+        ...                            alpha=1e-3, clustered=True)
+        >>> len(pred)  # the first 10 sets already match as often as the owner's: not owned
+        20
+    """
+    if len(set_images) != len(set_labels) or not set_images:
+        raise VerificationError(
+            f"predict_controls needs as many label arrays as image sets, at least one; got "
+            f"{len(set_images)} and {len(set_labels)}"
+        )
+    if isinstance(sets_per_call, bool) or not isinstance(sets_per_call, int) or sets_per_call < 1:
+        raise VerificationError(f"sets_per_call must be an int >= 1; got {sets_per_call!r}")
+    if not 0.0 < alpha < 1.0:
+        raise VerificationError(f"alpha must lie in (0, 1); got {alpha}")
+    total = len(set_images)
+    step = sets_per_call if clustered else total
+    preds, labs, at_least = [], [], 0
+    for start in range(0, total, step):
+        chunk = range(start, min(start + step, total))
+        lab = [np.asarray(set_labels[i]) for i in chunk]
+        pred = np.asarray(labels_fn(np.concatenate([np.asarray(set_images[i]) for i in chunk])))
+        preds.append(pred)
+        labs.extend(lab)
+        if not clustered:
+            continue
+        bounds = np.cumsum([0] + [len(x) for x in lab])
+        at_least += sum(
+            int(np.sum(pred[lo:hi] == x) >= owner_matches)
+            for lo, hi, x in zip(bounds[:-1], bounds[1:], lab, strict=True)
+        )
+        # The same comparison the verdict makes (log10 p < log10 alpha), on all `total` sets.
+        if not math.log10((1 + at_least) / (total + 1)) < math.log10(alpha):
+            break
+    return np.concatenate(preds).astype(np.int32), np.concatenate(labs)

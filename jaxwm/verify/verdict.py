@@ -146,6 +146,7 @@ def verify_predictions(
     control_predicted: Any = None,
     control_labels: Any = None,
     control_clustered: bool = False,
+    control_sets_planned: int | None = None,
     null_retentions: Sequence[float] | None = None,
     fpr: float = DEFAULT_FPR,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -173,6 +174,10 @@ def verify_predictions(
             (``jaxwm.controls.clustered(kind)``, true for ``content``: one stamp per key). The
             controls are then whole sets of ``N`` and the control test ranks the owner's set
             among them instead of pooling images (Fisher's test would be anti-conservative).
+        control_sets_planned: How many control sets were drawn, when
+            :func:`jaxwm.verify.predict_controls` predicted only the first of them (it stops
+            once the rank test cannot reject); the detail then says so. The test is made on the
+            sets given, so its p-value is at least as large as on all of them.
         null_retentions: Retentions of independent non-watermarked models, or ``None``.
         fpr: False-positive rate for the null threshold.
         confidence: Confidence of the null threshold's bound and of ``retention_ci``.
@@ -233,6 +238,9 @@ def verify_predictions(
             detail = (f"{k}/{n} on the owner's set vs {len(per_set)} fresh-key sets "
                       f"(mean {control_rate:.1%}; {at_least} at or above; a rank test, "
                       f"p >= 1/{len(per_set) + 1})")  # fmt: skip
+            if control_sets_planned is not None and control_sets_planned > len(per_set):
+                detail += (f"; stopped after {len(per_set)} of {control_sets_planned} sets, "
+                           "once the rank test could no longer reject")  # fmt: skip
         else:
             lp = stats.fisher_greater_log_pvalue(k, n, kc, m) / _LN10
             detail = f"{k}/{n} on the owner's triggers vs {kc}/{m} ({control_rate:.1%}) on fresh-key controls"
