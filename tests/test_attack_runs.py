@@ -175,6 +175,35 @@ def test_train_split_attacker_never_sees_an_evaluation_image():
         attack_runs.attacker_data(ds, "test", 1.0, 0)  # the test split must keep an evaluation
 
 
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_eval_images_is_a_fixed_subset_of_the_evaluation_share(split):
+    # Every image unique (its index in the pixels), so membership can be checked exactly.
+    n = 200
+    ids = np.arange(n, dtype=np.int32)
+    ds = SimpleNamespace(
+        train_images=(ids[:, None, None, None] + 1000).repeat(2, axis=1),
+        train_labels=ids % 10,
+        test_images=ids[:, None, None, None].repeat(2, axis=1),
+        test_labels=ids % 10,
+    )
+    x_att, y_att, x_all, y_all, info_all = attack_runs.attacker_data(ds, split, 0.25, 3)
+    x_a2, y_a2, x_sub, y_sub, info = attack_runs.attacker_data(ds, split, 0.25, 3, eval_images=40)
+    assert np.array_equal(x_a2, x_att) and np.array_equal(y_a2, y_att)  # attacker unchanged
+    assert len(x_sub) == len(y_sub) == info["eval"] == 40
+    assert info["eval_available"] == info_all["eval"] == len(x_all)
+    full = {int(v) for v in x_all[:, 0, 0, 0]}
+    sub = [int(v) for v in x_sub[:, 0, 0, 0]]
+    assert set(sub) <= full and len(set(sub)) == 40  # distinct images of the evaluation share
+    assert np.array_equal(y_sub, np.asarray(sub) % 10)  # labels travel with their images
+    assert not set(sub) & {int(v) for v in x_att[:, 0, 0, 0]}
+    again = attack_runs.attacker_data(ds, split, 0.25, 3, eval_images=40)[2]
+    other = attack_runs.attacker_data(ds, split, 0.25, 4, eval_images=40)[2]
+    assert np.array_equal(again, x_sub) and not np.array_equal(other, x_sub)  # per seed
+    assert sub != sorted(full)[:40]  # drawn at random, not the first 40
+    with pytest.raises(ConfigError, match="attack.eval_images=1000.*holds"):
+        attack_runs.attacker_data(ds, split, 0.25, 3, eval_images=1000)
+
+
 def test_variant_attacks_record_their_columns(attack_run, tmp_path):
     # The same pipeline as attack_run: Liu fine-pruning, scoped per-layer pruning, RTLL read
     # both ways, all on the training split.

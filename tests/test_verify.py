@@ -278,3 +278,93 @@ def test_predict_labels_plain_callable_and_errors():
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _control_case(set_matches, n=10, sets_per_call=10, owner=7, clustered=True, alpha=1e-3):
+    """A suspect whose answers match ``set_matches[i]`` of control set i's ``n`` labels.
+
+    Each set's images carry its index, so the fake model knows which set it is looking at;
+    returns the truncated and the full predictions, their labels, and how many calls were made.
+    """
+    set_images = [np.full((n, 1, 1, 1), i, np.int32) for i in range(len(set_matches))]
+    set_labels = [np.full(n, 3, np.int32) for _ in set_matches]
+    calls = []
+
+    def labels_fn(x):
+        calls.append(len(x))
+        idx = x[:, 0, 0, 0]
+        pos = np.tile(np.arange(n), len(x) // n)
+        return np.where(pos < np.asarray(set_matches)[idx], 3, 4).astype(np.int32)
+
+    got = predictions.predict_controls(
+        labels_fn, set_images, set_labels, owner, alpha=alpha, clustered=clustered,
+        sets_per_call=sets_per_call,
+    )  # fmt: skip
+    full = (labels_fn(np.concatenate(set_images)), np.concatenate(set_labels))
+    return got, full, calls[:-1]
+
+
+def _verdict(pred, lab, c_pred, c_lab, clustered=True, planned=None, alpha=1e-3):
+    return verify_predictions(pred, lab, 10, alpha=alpha, control_predicted=c_pred,
+                              control_labels=c_lab, control_clustered=clustered,
+                              control_sets_planned=planned)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "set_matches, calls, owned",
+    [
+        ([0] * 1000, [100] * 100, True),  # no control set reaches the owner's 7: all needed
+        ([7] + [0] * 999, [100], False),  # the first set already ties: stop after one call
+        ([0] * 25 + [9] + [0] * 974, [100] * 3, False),  # found in the third call
+        ([0] * 999 + [8], [100] * 100, False),  # only the last set: every call made
+    ],
+)
+def test_predict_controls_stops_only_when_the_rank_test_cannot_reject(set_matches, calls, owned):
+    (c_pred, c_lab), (f_pred, f_lab), made = _control_case(set_matches)
+    assert made == calls and len(c_pred) == sum(calls) and len(c_lab) == len(c_pred)
+    assert np.array_equal(c_pred, f_pred[: len(c_pred)]) and np.array_equal(
+        c_lab, f_lab[: len(c_lab)]
+    )
+    owner_pred, owner_lab = np.r_[np.full(7, 3), np.full(3, 4)], np.full(10, 3)
+    truncated = _verdict(owner_pred, owner_lab, c_pred, c_lab, planned=len(set_matches))
+    whole = _verdict(owner_pred, owner_lab, f_pred, f_lab)
+    assert truncated.owned is whole.owned is owned
+    if owned:  # nothing was left out: the same test
+        assert truncated.p_value == whole.p_value == pytest.approx(1 / 1001)
+    else:  # the prefix's rank test cannot reject either
+        assert truncated.p_value >= 1e-3 and whole.p_value >= 1e-3
+
+
+def test_predict_controls_gives_the_full_verdict_for_any_suspect():
+    # Random per-set match counts around the owner's (7 of 10), many alphas and chunk sizes:
+    # the verdict from the predicted prefix is always the verdict from every set.
+    rng = np.random.default_rng(0)
+    owner_pred, owner_lab = np.r_[np.full(7, 3), np.full(3, 4)], np.full(10, 3)
+    for trial in range(60):
+        b = int(rng.choice([20, 99, 200]))
+        alpha = float(rng.choice([0.01, 0.05, 0.2]))
+        rate = float(rng.choice([0.0, 0.002, 0.02, 0.3]))
+        set_matches = np.where(rng.random(b) < rate, rng.integers(7, 11, b), rng.integers(0, 7, b))
+        (c_pred, c_lab), (f_pred, f_lab), _ = _control_case(
+            set_matches.tolist(), sets_per_call=int(rng.integers(1, 30)), alpha=alpha
+        )
+        truncated = _verdict(owner_pred, owner_lab, c_pred, c_lab, planned=b, alpha=alpha)
+        whole = _verdict(owner_pred, owner_lab, f_pred, f_lab, alpha=alpha)
+        assert truncated.owned is whole.owned, (trial, b, alpha, rate)
+        if len(c_pred) < len(f_pred):  # stopped early: only ever when the verdict is negative
+            assert not whole.owned and "stopped after" in truncated.tests[0]["detail"]
+
+
+def test_predict_controls_predicts_pooled_controls_whole_and_checks_arguments():
+    (c_pred, _), (f_pred, _), made = _control_case([10] * 4, clustered=False)
+    assert made == [40] and np.array_equal(c_pred, f_pred)  # one call, every control
+    fn = lambda x: np.zeros(len(x), np.int32)  # noqa: E731
+    ims, labs = [np.zeros((2, 1, 1, 1))] * 3, [np.zeros(2, np.int32)] * 3
+    with pytest.raises(VerificationError, match="as many label arrays"):
+        predictions.predict_controls(fn, ims, labs[:2], 1, alpha=0.1, clustered=True)
+    with pytest.raises(VerificationError, match="at least one"):
+        predictions.predict_controls(fn, [], [], 1, alpha=0.1, clustered=True)
+    with pytest.raises(VerificationError, match="sets_per_call"):
+        predictions.predict_controls(fn, ims, labs, 1, alpha=0.1, clustered=True, sets_per_call=0)
+    with pytest.raises(VerificationError, match="alpha"):
+        predictions.predict_controls(fn, ims, labs, 1, alpha=1.0, clustered=True)
