@@ -306,7 +306,7 @@ KINDS: tuple[AttackKind, ...] = (
     AttackKind("magnitude", _magnitude, "ratio", "prune_ratios",
                "pruning", 2, "Magnitude pruning",
                axis="pruning ratio (weights)", short="magnitude pruning"),
-    AttackKind("fine_prune", _fine_prune, "ratio", "prune_ratios",
+    AttackKind("fine_prune", _fine_prune, "ratio", "fine_prune_ratios",
                "pruning", 1, "Fine-pruning",
                axis="pruning ratio (channels)", short="fine-pruning"),
     AttackKind("quantize", _quantize, "bits", "quant_bits",
@@ -358,6 +358,11 @@ def in_group(group: str) -> tuple[str, ...]:
     return tuple(k.name for k in sorted(KINDS, key=lambda k: k.panel) if k.group == group)
 
 
+# A strengths field left empty takes another's values: fine_prune follows prune unless a study
+# wants fewer of its costlier points (each prunes, then fine-tunes).
+FALLBACK_STRENGTHS = {"fine_prune_ratios": "prune_ratios"}
+
+
 def strengths(kind: AttackKind, cfg: ml_collections.ConfigDict) -> list[float]:
     """The distinct strengths of ``kind`` in ``cfg``, in increasing order.
 
@@ -368,4 +373,7 @@ def strengths(kind: AttackKind, cfg: ml_collections.ConfigDict) -> list[float]:
     Returns:
       The sorted distinct values.
     """
-    return sorted(set(cfg.attack[kind.strengths]))
+    values = cfg.attack[kind.strengths]
+    if not values and kind.strengths in FALLBACK_STRENGTHS:
+        values = cfg.attack[FALLBACK_STRENGTHS[kind.strengths]]
+    return sorted(set(values))

@@ -276,8 +276,12 @@ FIELDS: tuple[Field, ...] = (
       tuple_of(lambda x: x >= 0, "a non-empty tuple of epochs >= 0")),
     F("attack.ft_lr", 0.01, "fine-tuning learning rate (also fine_prune's)", POSITIVE),
     F("attack.prune_ratios", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-      "ratios of prune (activation frequency), magnitude and fine_prune",
+      "ratios of prune (activation frequency), magnitude and (unless attack.fine_prune_ratios "
+      "is set) fine_prune",
       tuple_of(lambda x: 0 <= x <= 1, "a non-empty tuple of ratios in [0, 1]")),
+    F("attack.fine_prune_ratios", (),
+      "fine_prune's ratios; empty: attack.prune_ratios",
+      tuple_of(lambda x: 0 <= x <= 1, "a tuple of ratios in [0, 1]", nonempty=False)),
     F("attack.fine_prune_epochs", 2,
       "fine-tuning epochs after fine_prune's and liu_fine_prune's pruning", NONNEG),
     F("attack.prune_scope", "block",
