@@ -21,11 +21,32 @@ def test_names_are_unique_and_are_the_default_kinds():
 @pytest.mark.parametrize("kind", attack_registry.KINDS, ids=lambda k: k.name)
 def test_strengths_field_exists_and_is_checked(kind):
     c = config.defaults()
-    assert kind.strengths in c.attack and len(c.attack[kind.strengths]) > 0
+    assert kind.strengths in c.attack
+    if kind.strengths in attack_registry.FALLBACK_STRENGTHS:  # empty by default: follows another
+        other = attack_registry.FALLBACK_STRENGTHS[kind.strengths]
+        assert c.attack[kind.strengths] == ()
+        assert attack_registry.strengths(kind, c) == sorted(set(c.attack[other]))
+        c.attack[kind.strengths] = (0.3, 0.1, 0.3)
+        assert attack_registry.strengths(kind, c) == [0.1, 0.3]  # its own, once set
+        c.attack[kind.strengths] = (1.5,)
+        with pytest.raises(ConfigError, match=f"'attack.{kind.strengths}' must be a tuple"):
+            config.validate(c)
+        return
+    assert len(c.attack[kind.strengths]) > 0
     assert attack_registry.strengths(kind, c) == sorted(set(c.attack[kind.strengths]))
     c.attack[kind.strengths] = ()  # an empty strength list would silently skip the attack
     with pytest.raises(ConfigError, match=f"'attack.{kind.strengths}' must be a non-empty"):
         config.validate(c)
+
+
+def test_fine_prune_follows_prune_ratios_unless_given_its_own():
+    c = config.defaults()
+    kind = attack_registry.get("fine_prune")
+    c.attack.prune_ratios = (0.0, 0.05)
+    assert attack_registry.strengths(kind, c) == [0.0, 0.05]
+    c.attack.fine_prune_ratios = (0.1,)
+    assert attack_registry.strengths(kind, c) == [0.1]
+    assert attack_registry.strengths(attack_registry.get("prune"), c) == [0.0, 0.05]
 
 
 def test_unknown_kind_is_refused_by_config_and_registry():

@@ -8,13 +8,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
 from jaxwm.errors import JaxwmError
-from jaxwm.runner import modes
+from jaxwm.runner import modes, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
@@ -278,3 +280,41 @@ def test_null_models_of_another_architecture_use_their_own_predict(pipeline_run,
     assert v["owned"] is True and s["threshold"] is not None
     null_test = next(t for t in s["tests"] if t["name"] == "null_models")
     assert "2 independent models" in null_test["detail"]
+
+
+def test_victim_accuracy_is_measured_once_per_checkpoint_and_test_split(
+    pipeline_run, tmp_path, monkeypatch
+):
+    wd, _ = pipeline_run
+    first = json.loads((wd / "results.json").read_text())["victim"]["test_accuracy"]
+    given = []
+    real = runs.evaluate_model
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("accuracy"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "evaluate_model", spy)
+    # The same victim again in this process (as a study's units do): its accuracy is reused.
+    run_mode(*TINY, "--config.pipeline.methods=('baseline',)", "--config.embed.epochs=2",
+             f"--config.pipeline.victim={wd / 'victim'}", f"--workdir={tmp_path / 'again'}")  # fmt: skip
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert given[0] == first and given[-1] is None  # the victim reused; the baseline measured
+    assert again["victim"]["test_accuracy"] == first
+
+    # What the key depends on: checkpoint, model and the test split's content.
+    model = SimpleNamespace(name="a model")
+    ds = SimpleNamespace(test_images=np.arange(32, dtype=np.uint8).reshape(2, 4, 4, 1),
+                         test_labels=np.array([0, 1], np.int32), mean=(0.5,), std=(0.2,))  # fmt: skip
+    key = runs.victim_accuracy_key(wd / "victim", model, ds)
+    copy = SimpleNamespace(**{**vars(ds), "test_images": ds.test_images.copy()})
+    assert runs.victim_accuracy_key(wd / "victim", model, copy) == key
+    relabelled = SimpleNamespace(**{**vars(ds), "test_labels": np.array([1, 1], np.int32)})
+    assert runs.victim_accuracy_key(wd / "victim", model, relabelled) != key
+    assert runs.victim_accuracy_key(wd / "baseline", model, ds) != key
+    assert runs.victim_accuracy_key(wd / "victim", SimpleNamespace(name="other"), ds) != key
+    meta = wd / "victim" / "model" / "meta.json"
+    st = meta.stat()
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a retrained victim
+    assert runs.victim_accuracy_key(wd / "victim", model, ds) != key
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
