@@ -21,17 +21,18 @@ Command:   JAXWM_SECRET=<key> python launch.py --config=configs/study_mnist.py \
              --workdir=runs/study_mnist
 Smaller:   add --config.study.seeds="(0,)" --config.study.num_keys=1 \\
              --config.study.cells="('early_stop_0.85: embed.operating_point=matched',)"
-Runtime:   whole grid (72 units, 6 attacked), measured at e2746d9 on the 2-core machine as two
-           concurrent processes (README "The deciding study" says how they were merged): 111 min
-           wall, 188 CPU-minutes, so at least 94 min as one process (the 60-minute target is
-           missed); per unit 36-102 s, content_target 260-310 s (its 1,000 control sets),
-           attacked verdict units 448-555 s (both under contention). The smaller command:
-           436 s on the idle machine (victim 137 s, pipeline 51 s, attacks 241 s).
+Runtime:   whole grid (72 units, 6 attacked), measured at efd6f8d on the idle 2-core machine
+           as the one command above from an empty workdir: 63:56 wall (the 60-minute target is
+           missed by 4 minutes), 102 CPU-minutes, peak RSS 1.84 GB; per unit 21-64 s, attacked
+           verdict units 112-241 s (the first of a seed includes its ~110 s victim),
+           content_target 21-92 s. (At e2746d9, before the savings the README lists: 111 min
+           as two concurrent processes.) The smaller command: 436 s at e2746d9, not re-measured.
 Expected:  (the smaller command, seed 0, key 0) victim 98.63%; partitioned 95.38% / 87%
            retention (stopped at epoch 59), baseline 94.16% / 87% (epoch 21). The whole grid
            (n = 9 per cell): victim 98.69%; verdict cell partitioned 93.32% / 84.1%, baseline
            90.48% / 88.6%; C1 refuted (drop 5.37 [2.35, 8.40] points), C2, C3, C4 inconclusive
-           (README "The deciding study" has every number).
+           (README "The deciding study" and bench/data/2026-12-04-study-mnist/ have every
+           number).
 """
 
 from jaxwm.runner import presets
