@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from jaxwm.engine import checkpoint
 from jaxwm.errors import JaxwmError
 from jaxwm.runner import modes, runs
 
@@ -302,19 +304,24 @@ def test_victim_accuracy_is_measured_once_per_checkpoint_and_test_split(
     assert given[0] == first and given[-1] is None  # the victim reused; the baseline measured
     assert again["victim"]["test_accuracy"] == first
 
-    # What the key depends on: checkpoint, model and the test split's content.
+    # What the key depends on: the weights evaluated, the model and the test split's content.
+    p, st, _ = checkpoint.load_model(wd / "victim")
     model = SimpleNamespace(name="a model")
     ds = SimpleNamespace(test_images=np.arange(32, dtype=np.uint8).reshape(2, 4, 4, 1),
                          test_labels=np.array([0, 1], np.int32), mean=(0.5,), std=(0.2,))  # fmt: skip
-    key = runs.victim_accuracy_key(wd / "victim", model, ds)
+    key = runs.victim_accuracy_key(p, st, model, ds)
     copy = SimpleNamespace(**{**vars(ds), "test_images": ds.test_images.copy()})
-    assert runs.victim_accuracy_key(wd / "victim", model, copy) == key
+    assert runs.victim_accuracy_key(p, st, model, copy) == key
     relabelled = SimpleNamespace(**{**vars(ds), "test_labels": np.array([1, 1], np.int32)})
-    assert runs.victim_accuracy_key(wd / "victim", model, relabelled) != key
-    assert runs.victim_accuracy_key(wd / "baseline", model, ds) != key
-    assert runs.victim_accuracy_key(wd / "victim", SimpleNamespace(name="other"), ds) != key
-    meta = wd / "victim" / "model" / "meta.json"
-    st = meta.stat()
-    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a retrained victim
-    assert runs.victim_accuracy_key(wd / "victim", model, ds) != key
-    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert runs.victim_accuracy_key(p, st, model, relabelled) != key
+    other, other_st, _ = checkpoint.load_model(wd / "baseline")  # another checkpoint
+    assert runs.victim_accuracy_key(other, other_st, model, ds) != key
+    assert runs.victim_accuracy_key(p, st, SimpleNamespace(name="other"), ds) != key
+    nudged = jax.tree.map(lambda x: x, p)
+    first_leaf = jax.tree_util.tree_leaves(nudged)[0]
+    first_leaf = np.asarray(first_leaf).copy()
+    first_leaf.flat[0] += 1e-6  # one weight retrained
+    nudged = jax.tree.unflatten(jax.tree.structure(p), [first_leaf, *jax.tree.leaves(p)[1:]])
+    assert runs.victim_accuracy_key(nudged, st, model, ds) != key
+    renormalised = SimpleNamespace(**{**vars(ds), "mean": (0.4,)})
+    assert runs.victim_accuracy_key(p, st, model, renormalised) != key

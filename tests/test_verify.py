@@ -368,3 +368,27 @@ def test_predict_controls_predicts_pooled_controls_whole_and_checks_arguments():
         predictions.predict_controls(fn, ims, labs, 1, alpha=0.1, clustered=True, sets_per_call=0)
     with pytest.raises(VerificationError, match="alpha"):
         predictions.predict_controls(fn, ims, labs, 1, alpha=1.0, clustered=True)
+    with pytest.raises(VerificationError, match="one size"):
+        predictions.predict_controls(fn, ims, [*labs[:2], np.zeros(3, np.int32)], 1, alpha=0.1,
+                                     clustered=True)  # fmt: skip
+    for bad in (1.0, -1, 3, True):  # a fraction, or not a count of a set of 2
+        with pytest.raises(VerificationError, match="owner_matches"):
+            predictions.predict_controls(fn, ims, labs, bad, alpha=0.1, clustered=True)
+    with pytest.raises(VerificationError, match="one label per image"):
+        predictions.predict_controls(lambda x: fn(x)[:-1], ims, labs, 1, alpha=0.1, clustered=True)
+
+
+def test_a_shortened_control_test_can_only_say_not_owned():
+    # 20 control sets of 10 predicted, none as good as the owner's 7: with all 1,000 planned
+    # the rank test could still reject, so a verdict on this prefix is refused.
+    owner_pred, owner_lab = np.r_[np.full(7, 3), np.full(3, 4)], np.full(10, 3)
+    c_pred, c_lab = np.full(200, 4, np.int32), np.full(200, 3, np.int32)
+    with pytest.raises(VerificationError, match="could still reject"):
+        _verdict(owner_pred, owner_lab, c_pred, c_lab, planned=1000)
+    for bad in (19, 2.5, True):
+        with pytest.raises(VerificationError, match="control_sets_planned"):
+            _verdict(owner_pred, owner_lab, c_pred, c_lab, planned=bad)
+    # With one set at or above the owner's, the prefix is a valid "not owned".
+    c_pred[:7] = 3
+    v = _verdict(owner_pred, owner_lab, c_pred, c_lab, planned=1000)
+    assert not v.owned and "stopped after 20 of 1000 sets" in v.tests[0]["detail"]

@@ -171,6 +171,19 @@ def predict_controls(
         raise VerificationError(f"sets_per_call must be an int >= 1; got {sets_per_call!r}")
     if not 0.0 < alpha < 1.0:
         raise VerificationError(f"alpha must lie in (0, 1); got {alpha}")
+    sizes = {len(x) for x in set_labels}
+    if len(sizes) != 1:
+        raise VerificationError(f"control sets must all have one size; got sizes {sorted(sizes)}")
+    size = sizes.pop()
+    if (
+        isinstance(owner_matches, bool)
+        or not isinstance(owner_matches, int | np.integer)
+        or not 0 <= owner_matches <= size
+    ):
+        raise VerificationError(
+            f"owner_matches must be the count (an int in [0, {size}]) of the owner's triggers "
+            f"the suspect matched; got {owner_matches!r}"
+        )
     total = len(set_images)
     step = sets_per_call if clustered else total
     preds, labs, at_least = [], [], 0
@@ -178,6 +191,11 @@ def predict_controls(
         chunk = range(start, min(start + step, total))
         lab = [np.asarray(set_labels[i]) for i in chunk]
         pred = np.asarray(labels_fn(np.concatenate([np.asarray(set_images[i]) for i in chunk])))
+        if pred.shape != (sum(len(x) for x in lab),):
+            raise VerificationError(
+                f"labels_fn returned shape {pred.shape} for {sum(len(x) for x in lab)} control "
+                "images; it must return one label per image"
+            )
         preds.append(pred)
         labs.extend(lab)
         if not clustered:

@@ -238,9 +238,27 @@ def verify_predictions(
             detail = (f"{k}/{n} on the owner's set vs {len(per_set)} fresh-key sets "
                       f"(mean {control_rate:.1%}; {at_least} at or above; a rank test, "
                       f"p >= 1/{len(per_set) + 1})")  # fmt: skip
-            if control_sets_planned is not None and control_sets_planned > len(per_set):
-                detail += (f"; stopped after {len(per_set)} of {control_sets_planned} sets, "
-                           "once the rank test could no longer reject")  # fmt: skip
+            if control_sets_planned is not None:
+                planned = control_sets_planned
+                if (
+                    isinstance(planned, bool)
+                    or not isinstance(planned, int | np.integer)
+                    or (planned < len(per_set))
+                ):
+                    raise VerificationError(
+                        f"control_sets_planned must be an int >= the {len(per_set)} control "
+                        f"sets given; got {planned!r}"
+                    )
+                if planned > len(per_set):
+                    # A shortened test may only ever say "not owned": it must already be unable
+                    # to reject with all the planned sets (predict_controls stops only then).
+                    if math.log10((1 + at_least) / (planned + 1)) < math.log10(alpha):
+                        raise VerificationError(
+                            f"only {len(per_set)} of {planned} control sets were predicted, yet "
+                            "the rank test could still reject; predict all of them"
+                        )
+                    detail += (f"; stopped after {len(per_set)} of {planned} sets, "
+                               "once the rank test could no longer reject")  # fmt: skip
         else:
             lp = stats.fisher_greater_log_pvalue(k, n, kc, m) / _LN10
             detail = f"{k}/{n} on the owner's triggers vs {kc}/{m} ({control_rate:.1%}) on fresh-key controls"
