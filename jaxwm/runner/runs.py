@@ -169,12 +169,8 @@ def evaluate_model(model, params, state, ds, sets, ctl, vcfg, nulls=None,
     when already measured (:func:`victim_accuracy_key`), else it is measured here.
     """
     if accuracy is None:
-        accuracy = float(
-            train.make_eval(model.apply, ds.mean, ds.std)(
-                params, state, ds.test_images, ds.test_labels
-            )
-        )
-    acc = accuracy
+        evaluate = train.make_eval(model.apply, ds.mean, ds.std)
+        accuracy = float(evaluate(params, state, ds.test_images, ds.test_labels))
     predict = train.make_predict(model.apply, ds.mean, ds.std)
 
     def labels_of(images):
@@ -199,7 +195,7 @@ def evaluate_model(model, params, state, ds, sets, ctl, vcfg, nulls=None,
             confidence=vcfg.confidence,
         ))  # fmt: skip
     owned, verdicts, _ = verify.decide_sets(verdicts, vcfg.alpha)
-    return {"test_accuracy": acc, "owned": owned, "sets": [v.to_dict() for v in verdicts]}
+    return {"test_accuracy": accuracy, "owned": owned, "sets": [v.to_dict() for v in verdicts]}
 
 
 # Test accuracy of the victims this process has evaluated: a study's 72 units share 3 victims,

@@ -3,7 +3,8 @@
 Model evaluation stays with the caller, except :func:`predict_labels`, which batches a predict
 function over the trigger images. :func:`check_predictions` is the check every verdict applies
 to a pair of label arrays; :func:`retention` is the fraction of trigger labels reproduced;
-:func:`predict_controls` predicts the control sets, no further than the verdict needs.
+:func:`predict_controls` predicts the control sets, no further than the verdict needs
+(:func:`rank_log10_pvalue` is the rank test both use).
 """
 
 from __future__ import annotations
@@ -117,6 +118,20 @@ def predict_labels(
     return np.concatenate(labels).astype(np.int32) if labels else np.zeros((0,), np.int32)
 
 
+def rank_log10_pvalue(at_least: int, sets: int) -> float:
+    """log10 of a rank test's p-value, ``(1 + at_least) / (sets + 1)``: the owner's set ranked
+    among ``sets`` control sets, ``at_least`` of which matched at least as often.
+
+    The one formula the verdict, :func:`predict_controls`'s stop and its guard all use, so they
+    cannot disagree on when the test rejects (``rank_log10_pvalue(...) < log10(alpha)``).
+
+    Example:
+        >>> round(10 ** rank_log10_pvalue(0, 999), 6)
+        0.001
+    """
+    return math.log10((1 + at_least) / (sets + 1))
+
+
 def predict_controls(
     labels_fn: Callable[[np.ndarray], Any],
     set_images: Sequence[Any],
@@ -206,6 +221,6 @@ def predict_controls(
             for lo, hi, x in zip(bounds[:-1], bounds[1:], lab, strict=True)
         )
         # The same comparison the verdict makes (log10 p < log10 alpha), on all `total` sets.
-        if not math.log10((1 + at_least) / (total + 1)) < math.log10(alpha):
+        if not rank_log10_pvalue(at_least, total) < math.log10(alpha):
             break
     return np.concatenate(preds).astype(np.int32), np.concatenate(labs)

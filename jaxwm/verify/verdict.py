@@ -21,7 +21,7 @@ import numpy as np
 from jaxwm import stats
 from jaxwm.errors import VerificationError
 from jaxwm.stats import NullThreshold, binomial_log_pvalue
-from jaxwm.verify.predictions import check_predictions
+from jaxwm.verify.predictions import check_predictions, rank_log10_pvalue
 
 DEFAULT_ALPHA = 1e-3
 DEFAULT_FPR = 0.05
@@ -234,7 +234,7 @@ def verify_predictions(
                 )
             per_set = (c_pred == c_lab).reshape(m // n, n).sum(axis=1)
             at_least = int(np.sum(per_set >= k))
-            lp = math.log10((1 + at_least) / (len(per_set) + 1))
+            lp = rank_log10_pvalue(at_least, len(per_set))
             detail = (f"{k}/{n} on the owner's set vs {len(per_set)} fresh-key sets "
                       f"(mean {control_rate:.1%}; {at_least} at or above; a rank test, "
                       f"p >= 1/{len(per_set) + 1})")  # fmt: skip
@@ -252,7 +252,7 @@ def verify_predictions(
                 if planned > len(per_set):
                     # A shortened test may only ever say "not owned": it must already be unable
                     # to reject with all the planned sets (predict_controls stops only then).
-                    if math.log10((1 + at_least) / (planned + 1)) < math.log10(alpha):
+                    if rank_log10_pvalue(at_least, planned) < math.log10(alpha):
                         raise VerificationError(
                             f"only {len(per_set)} of {planned} control sets were predicted, yet "
                             "the rank test could still reject; predict all of them"
