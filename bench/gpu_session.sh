@@ -14,19 +14,26 @@
 #   pipelines   CIFAR-10 and MNIST victims + partitioned/baseline + verify (~4 min) [issues 2, 3]
 #   sweep       4 vmapped MNIST-shaped seeds vs 4 sequential runs (~2 min)          [issue 5]
 #   reproduce   the one-command study, MNIST + CIFAR-10, 1 seed, full attack suite   [issue 5]
+#   study       the deciding study on ResNet18/CIFAR-10, 3 seeds, time-boxed (STUDY_BOX s) [issue 15]
 # A 15-minute device budget (starts included) fits two calls: first `reproduce sweep` (issue 5;
 # the reproduction's wall time is its own target), then `throughput speedrun` (issue 6); run
 # `compile` only if time is left. Every launch.py run also leaves compile_stats.json.
 # Results go to $OUT (at most 8 files come back): *.jsonl, *_results.json, *_table1.md, REPORT.md, log.
 set -uo pipefail
 OUT=${OUT:-/tmp/jaxwm_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl || exit 1
+PY=${PY:-python3}  # PY=... runs the sections with another interpreter (a CPU dry run)
+[ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
+  .gpu/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-export JAXWM_CACHE_DIR=/tmp/jaxwm_cache JAXWM_SECRET=gpu-session-demo-key
+# A 256-bit key (embedding refuses keys under 128 bits); the GPU runs are public benchmarks.
+export JAXWM_CACHE_DIR=/tmp/jaxwm_cache
+export JAXWM_SECRET=${JAXWM_SECRET:-9d2e7b41c6a05f38e1d4b7a29c60f3e85b1a7d4c2e9f60b3a8d5c1e7f2b4a690}
 log() { echo "=== $(date +%T) $*"; }
 C10=folder:.gpu/data/cifar10.tar.gz MNIST=folder:.gpu/data/mnist.tar.gz
 {
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+$PY -c "import jax, flax, optax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__,
+  'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 for section in "$@"; do
   case $section in
   throughput)
@@ -85,6 +92,25 @@ print(json.dumps(r))" >> "$OUT/speedrun.jsonl"
     # Whatever finished, if the whole study did not: each unit's tables, in one file.
     for f in $(find /tmp/runs/repro -name table1.md -o -name attacks.md | sort); do
       echo "## $f"; cat "$f"; done > "$OUT/reproduce_parts.md" ;;
+  study)
+    # The deciding study on ResNet18 / CIFAR-10 (issue 15, priority 1), stopped after STUDY_BOX
+    # seconds; then STUDY.md from the units that finished (study.report_only). Cell-major order:
+    # the verdict cell's seeds come first. Victims are configs/cifar10.py's 50-epoch schedule,
+    # so their results.json files are also the time-to-accuracy figures (the first one cold).
+    log "study: CIFAR-10 ResNet18, seeds 0-2 x 1 key, verdict cell attacked (box ${STUDY_BOX:-420} s)"
+    cells="(\"early_stop_0.85: embed.operating_point='matched'\",\
+\"d_alone: embed.operating_point='paper_literal'\",\"mixed_2: embed.operating_point='mixed'\")"
+    args=(--config=configs/study_cifar10_resnet18.py --config.data.source=$C10
+          --config.progress=False --config.compile_cache=/tmp/jaxwm_study_xla
+          --workdir=/tmp/runs/study_c10 --config.study.num_keys=1 "--config.study.cells=$cells"
+          --config.study.attack_max_drop=0.1 "--config.attack.fine_prune_ratios=(0.1,0.3,0.5,0.7)"
+          ${STUDY_ARGS:-})
+    timeout "${STUDY_BOX:-420}" $PY launch.py "${args[@]}" > /dev/null
+    log "study exit status $? (124: stopped at the box)"
+    $PY launch.py "${args[@]}" --config.study.report_only=True > /dev/null
+    (cd /tmp/runs/study_c10 && find . -path '*/model' -prune -o -path '*/checkpoints' -prune \
+      -o -type f -size -2M \( -name '*.md' -o -name '*.json' -o -name '*.jsonl' -o -name '*.csv' \
+      -o -name '*.png' -o -name '*.txt' \) -print | tar czf "$OUT/study_c10.tar.gz" -T -) ;;
   *) echo "unknown section $section" ;;
   esac
 done

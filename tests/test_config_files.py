@@ -102,3 +102,40 @@ def test_a_missing_config_on_the_command_line_is_one_line(tmp_path):
         f"error: config file '{tmp_path / 'missing.py'}' not found (relative to {ROOT}); "
         "`jaxwm --list-configs` lists the shipped configs"
     ]
+
+
+@pytest.mark.parametrize(
+    "args, kept",
+    [
+        # ml_collections merged a repeated tuple override element by element: (0,)+(0,1) gave
+        # (0, 0, 1). The last occurrence of a field wins, as for any flag.
+        (["--config.study.seeds=(0,)", "--workdir=w", "--config.study.seeds=(0,1)"],
+         ["--workdir=w", "--config.study.seeds=(0,1)"]),
+        (["-config.a=1", "--config.b=2", "--config.a=3"], ["--config.b=2", "--config.a=3"]),
+        # Other fields, other flags, and whatever follows "--" are left alone.
+        (["--config.a=1", "--config.ab=2", "--", "--config.a=4"],
+         ["--config.a=1", "--config.ab=2", "--", "--config.a=4"]),
+        (["--config.a", "1"], ["--config.a", "1"]),
+    ],
+)  # fmt: skip
+def test_last_overrides_keeps_the_last_of_each_field(args, kept):
+    assert cli.last_overrides(args) == kept
+
+
+def test_a_repeated_tuple_override_is_the_last_value():
+    import ml_collections
+    from absl import flags
+    from ml_collections import config_flags
+
+    def parse(argv):
+        fv = flags.FlagValues()
+        cfg = ml_collections.ConfigDict({"seeds": (0,), "widths": (8, 16)})
+        config_flags.DEFINE_config_dict("config", cfg, "", flag_values=fv, sys_argv=argv)
+        fv(argv)
+        return fv["config"].value
+
+    argv = ["x", "--config.seeds=(0,)", "--config.seeds=(0,1)",
+            "--config.widths=(4,4)", "--config.widths=(2,2,2)"]  # fmt: skip
+    assert parse(argv).seeds == (0, 0, 1)  # ml_collections alone: why last_overrides exists
+    cfg = parse(cli.last_overrides(argv))  # what cli._parse_flags hands it
+    assert cfg.seeds == (0, 1) and cfg.widths == (2, 2, 2)

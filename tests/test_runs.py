@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxwm.engine import checkpoint
 from jaxwm.errors import JaxwmError
-from jaxwm.runner import modes, runs
+from jaxwm.runner import cli, modes, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "5f0c1b7e9a2d4c6e8f1a3b5d7c9e0f2a4b6d8c0e1f3a5b7d9c2e4f6a8b0d1c3e"  # 256-bit test key
@@ -62,6 +62,7 @@ def run_mode(*args, secret=SECRET, check=True):
     """
     argv = ["launch.py"]
     argv += [a.replace("--config=configs/", f"--config={ROOT}/configs/", 1) for a in args]
+    argv = cli.last_overrides(argv)  # as launch.py: a repeated override, the last one wins
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", str(ROOT / "configs/demo.py"), "", flag_values=fv, sys_argv=argv

@@ -89,6 +89,26 @@ def test_rerun_skips_finished_units_and_redoes_only_missing_ones(done):
     assert again.stderr.count("done earlier, skipped") == 2
 
 
+def test_report_only_runs_nothing_and_says_the_grid_is_incomplete(done):
+    wd, _ = done
+    path = wd / study.UNITS_FILE
+    before = path.read_bytes()
+    # A second seed is planned but never run: the report rests on seed 0 and says so.
+    proc = run_mode(*STUDY, f"--workdir={wd}", "--config.study.seeds=(0,1)",
+                    "--config.study.report_only=True")  # fmt: skip
+    assert proc.stderr.count("left out (study.report_only)") == 2
+    assert proc.stderr.count("done earlier, skipped") == 2
+    assert "training the victim" not in proc.stderr
+    assert not list((wd / "victims").glob("*-s1"))
+    assert path.read_bytes() == before
+    text = (wd / "STUDY.md").read_text()
+    assert "Incomplete grid: 2 of 4 planned units finished" in text
+    assert "| stop | 1 | partitioned |" in text
+    # The complete grid has no such line.
+    run_mode(*STUDY, f"--workdir={wd}", "--config.study.report_only=True")
+    assert "Incomplete grid" not in (wd / "STUDY.md").read_text()
+
+
 def test_cells_parse_and_bad_cells_name_the_cell():
     cells = study.parse_cells(("a: embed.clean_per_trigger=2; watermark.kind=content", "b:"))
     assert cells == [("a", {"embed.clean_per_trigger": 2, "watermark.kind": "content"}), ("b", {})]

@@ -94,6 +94,28 @@ def split_config(args: list[str]) -> tuple[str, list[str]]:
     return spec, rest
 
 
+_OVERRIDE = re.compile(r"^--?config\.([A-Za-z0-9_.]+)=")
+
+
+def last_overrides(args: list[str]) -> list[str]:
+    """Keeps only the last ``--config.FIELD=VALUE`` of each field (the last one wins).
+
+    ml_collections applies a repeated tuple override element by element, so
+    ``--config.study.seeds=(0,) --config.study.seeds=(0,1)`` gave ``(0, 0, 1)``; a script's
+    default followed by a user's override must give the user's value, as for every other flag.
+
+    Args:
+      args: command-line arguments (the program name, if any, is kept as it is).
+
+    Returns:
+      ``args`` without the earlier occurrences of a repeated override, otherwise in order.
+    """
+    end = args.index("--") if "--" in args else len(args)  # absl: what follows is positional
+    last = {m.group(1): i for i, a in enumerate(args[:end]) if (m := _OVERRIDE.match(a))}
+    return [a for i, a in enumerate(args)
+            if i >= end or not (m := _OVERRIDE.match(a)) or last[m.group(1)] == i]  # fmt: skip
+
+
 def list_configs() -> str:
     """The shipped configs, one per line with its first docstring line.
 
@@ -135,7 +157,7 @@ def _parse_flags(parsed: _Parsed, argv: list[str]) -> list[str]:
         parsed.config, parsed.path = config_files.load(spec)
     except JaxwmError as e:
         sys.exit(f"error: {e}")
-    rest = [argv[0], *rest]
+    rest = [argv[0], *last_overrides(rest)]
     try:
         # Defining the flag reads the --config.<field> overrides from `rest` (sys_argv) and
         # checks their fields; parsing `rest` then sets their values.

@@ -251,6 +251,8 @@ FIELDS: tuple[Field, ...] = (
     F("study.retention_tolerance", 0.05, "see study.paper_retention (a fraction)", UNIT_OPEN),
     F("study.alpha", 0.05, "level of the paired tests behind C2-C4", UNIT_OPEN),
     F("study.plots", True, "draw study_cells and study_attacks (PDF and PNG)"),
+    F("study.report_only", False, "run no unit and train no victim: write STUDY.md from the "
+      "units of this grid already in units.jsonl (after a time-boxed or interrupted run)"),
 
     # Removal attacks on a finished pipeline run (mode=attack, jaxwm.runner.attack_runs). Each
     # kind's strengths field is named by its entry in jaxwm.runner.attack_registry. Strength lists

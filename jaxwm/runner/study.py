@@ -295,6 +295,9 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         if (name, seed, key, fp) in done:
             _say(f"{tag}: done earlier, skipped")
             continue
+        if cfg.study.report_only:
+            _say(f"{tag}: not done, left out (study.report_only)")
+            continue
         t1 = time.perf_counter()
         # A victim's, a unit's Table 1 and attack table go to stderr (and log.txt): stdout
         # carries one report, STUDY.md.

@@ -246,6 +246,16 @@ def render(agg: dict[str, Any], verdict: dict[str, Any], cfg: ml_collections.Con
         f"{100 * s.attack_max_drop:g} points. Wall time: {total_s / 60:.1f} min summed over the "
         f"units (victims included, over every invocation), {wall_s:.0f} s this invocation. "
         "Figures: mean [95% t interval] (n units) in percent / points.", "",
+    ]  # fmt: skip
+    planned = len(s.cells) * len(s.seeds) * s.num_keys
+    finished = sum(row["n"] for row in agg.values())
+    if finished < planned:  # a time-boxed run rendered with study.report_only, say
+        lines += [
+            f"**Incomplete grid: {finished} of {planned} planned units finished**; the "
+            "cells and verdicts below rest on those alone.",
+            "",
+        ]
+    lines += [
         f"## Verdicts (decided on cell {s.verdict_cell!r})", "",
     ]  # fmt: skip
     names = {"C1": "partitioned keeps clean accuracy within the allowed drop at the paper's retention",
