@@ -14,10 +14,11 @@
 #   pipelines   CIFAR-10 and MNIST victims + partitioned/baseline + verify (~4 min) [issues 2, 3]
 #   sweep       4 vmapped MNIST-shaped seeds vs 4 sequential runs (~2 min)          [issue 5]
 #   reproduce   the one-command study, MNIST + CIFAR-10, 1 seed, full attack suite   [issue 5]
-#   study       the deciding study on ResNet18/CIFAR-10, 3 seeds, time-boxed (STUDY_BOX s) [issue 15]
-# A 15-minute device budget (starts included) fits two calls: first `reproduce sweep` (issue 5;
-# the reproduction's wall time is its own target), then `throughput speedrun` (issue 6); run
-# `compile` only if time is left. Every launch.py run also leaves compile_stats.json.
+#   study       the deciding study on ResNet18/CIFAR-10, time-boxed (STUDY_BOX s, ~12 min)   [issue 15]
+# A 15-minute device budget (starts included): on 2026-12-04 `study` with STUDY_BOX=505 took
+# 323 s of a ~6-minute first call, then three resumed calls on the warm machine (30 s idle
+# window: send the next call at once) brought the grid to 59 of 63 units. Unmeasured still:
+# `throughput` variants, `sweep`, `reproduce`, `compile` (bench/RESULTS.md).
 # Results go to $OUT (at most 8 files come back): *.jsonl, *_results.json, *_table1.md, REPORT.md, log.
 set -uo pipefail
 OUT=${OUT:-/tmp/jaxwm_out}; mkdir -p "$OUT"
@@ -93,18 +94,16 @@ print(json.dumps(r))" >> "$OUT/speedrun.jsonl"
     for f in $(find /tmp/runs/repro -name table1.md -o -name attacks.md | sort); do
       echo "## $f"; cat "$f"; done > "$OUT/reproduce_parts.md" ;;
   study)
-    # The deciding study on ResNet18 / CIFAR-10 (issue 15, priority 1), stopped after STUDY_BOX
-    # seconds; then STUDY.md from the units that finished (study.report_only). Cell-major order:
-    # the verdict cell's seeds come first. Victims are configs/cifar10.py's 50-epoch schedule,
-    # so their results.json files are also the time-to-accuracy figures (the first one cold).
-    log "study: CIFAR-10 ResNet18, seeds 0-2 x 1 key, verdict cell attacked (box ${STUDY_BOX:-420} s)"
-    cells="(\"early_stop_0.85: embed.operating_point='matched'\",\
-\"d_alone: embed.operating_point='paper_literal'\",\"mixed_2: embed.operating_point='mixed'\")"
+    # The deciding study on ResNet18 / CIFAR-10 (configs/study_cifar10_resnet18.py: 7 cells x 3
+    # seeds x 3 keys; issue 15, priority 1), stopped after STUDY_BOX seconds, then STUDY.md
+    # from the units that finished (study.report_only); rerun the section on the same machine
+    # to resume. Cell-major order: the verdict cell comes first. The victims follow
+    # configs/cifar10.py's 50-epoch schedule, so their results.json files are also the
+    # time-to-accuracy figures (the first one with compilation). ~12 min on one H200.
+    log "study: configs/study_cifar10_resnet18.py (box ${STUDY_BOX:-420} s)"
     args=(--config=configs/study_cifar10_resnet18.py --config.data.source=$C10
           --config.progress=False --config.compile_cache=/tmp/jaxwm_study_xla
-          --workdir=/tmp/runs/study_c10 --config.study.num_keys=1 "--config.study.cells=$cells"
-          --config.study.attack_max_drop=0.1 "--config.attack.fine_prune_ratios=(0.1,0.3,0.5,0.7)"
-          ${STUDY_ARGS:-})
+          --workdir=/tmp/runs/study_c10 ${STUDY_ARGS:-})
     timeout "${STUDY_BOX:-420}" $PY launch.py "${args[@]}" > /dev/null
     log "study exit status $? (124: stopped at the box)"
     $PY launch.py "${args[@]}" --config.study.report_only=True > /dev/null
