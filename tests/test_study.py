@@ -2,6 +2,7 @@
 syntax and the decision rules of claims C1-C4."""
 
 import json
+import shutil
 
 import pytest
 from test_runs import SECRET, TINY, run_mode
@@ -72,6 +73,62 @@ def test_study_writes_verdicts_and_every_unit(done):
     for f in wd.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".txt"):
             assert not any(k in f.read_text() for k in keys), f
+
+
+def _latest(wd):
+    return {(u["cell"], u["seed"], u["key"]): u for u in study.read_units(wd / study.UNITS_FILE)}
+
+
+def _no_key_written(wd, keys):
+    for f in wd.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".md", ".txt"):
+            assert not any(k in f.read_text() for k in keys), f
+
+
+def test_workers_give_the_records_of_one_process(done, tmp_path):
+    # 4 units in 2 worker processes (so a worker runs two): the 2 that the one-process run of
+    # `done` also ran must have the same record, field by field (wall time aside).
+    proc = run_mode(*STUDY, f"--workdir={tmp_path}", "--config.study.num_keys=2",
+                    "--config.study.workers=2")  # fmt: skip
+    units = _latest(tmp_path)
+    assert sorted(units) == [(c, 0, k) for c in ("mixed", "stop") for k in (0, 1)]
+    ref = _latest(done[0])
+    assert len(ref) == 2
+    for k, u in ref.items():
+        assert {f: v for f, v in units[k].items() if f != "wall_s"} == {
+            f: v for f, v in u.items() if f != "wall_s"
+        }, k
+    assert units[("stop", 0, 1)]["attacks"] is not None  # attacked in a worker too
+    # The parent trained the one victim and printed a progress line per unit; each unit's own
+    # output (Table 1, attack table) is in its log.txt, not on the console.
+    assert proc.stderr.count("training the victim") == 1
+    assert "[study 4/4] stop seed 0 key 1: victim" in proc.stderr
+    assert "Table 1 analogue" not in proc.stderr + proc.stdout
+    for c, _, k in units:
+        assert "Table 1 analogue" in (tmp_path / f"units/{c}/s0-k{k}/log.txt").read_text()
+    assert proc.stdout.lstrip().startswith("# The deciding study")
+    _no_key_written(tmp_path, [SECRET, study.derived_key(SECRET, 0), study.derived_key(SECRET, 1)])
+    # study.workers is not in a unit's fingerprint: one process reuses every unit.
+    again = run_mode(*STUDY, f"--workdir={tmp_path}", "--config.study.num_keys=2")
+    assert again.stderr.count("done earlier, skipped") == 4
+
+
+def test_a_unit_failing_in_a_worker_is_one_error_naming_it(done, tmp_path):
+    # The victim of `done` is reused; a file where mixed/s0-k0's directory goes fails that unit
+    # inside its worker, at once. No unit is started after it; those running finish and stay.
+    shutil.copytree(done[0] / "victims", tmp_path / "victims")
+    (tmp_path / "units/mixed").mkdir(parents=True)
+    (tmp_path / "units/mixed/s0-k0").write_text("in the way")
+    proc = run_mode(*STUDY, f"--workdir={tmp_path}", "--config.study.num_keys=2",
+                    "--config.study.workers=2", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: study unit mixed seed 0 key 0 failed in a worker process: ")
+    assert "FileExistsError" in line and "run the same command again to resume" in line
+    units = _latest(tmp_path)
+    assert ("mixed", 0, 0) not in units and ("mixed", 0, 1) in units
+    assert len(units) < 4 and "training the victim" not in proc.stderr
+    _no_key_written(tmp_path, [SECRET, study.derived_key(SECRET, 0), study.derived_key(SECRET, 1)])
 
 
 def test_rerun_skips_finished_units_and_redoes_only_missing_ones(done):

@@ -253,6 +253,11 @@ FIELDS: tuple[Field, ...] = (
     F("study.plots", True, "draw study_cells and study_attacks (PDF and PNG)"),
     F("study.report_only", False, "run no unit and train no victim: write STUDY.md from the "
       "units of this grid already in units.jsonl (after a time-boxed or interrupted run)"),
+    F("study.workers", 1, "processes the units run in: 1 = one after the other in this "
+      "process; N > 1 = N worker processes at a time, after this process trained every victim "
+      "(each unit's output then goes to its own log.txt). Results are the same; not in a unit's "
+      "fingerprint, so a rerun with another N reuses the finished units",
+      Check(lambda v: v >= 1, ">= 1")),
 
     # Removal attacks on a finished pipeline run (mode=attack, jaxwm.runner.attack_runs). Each
     # kind's strengths field is named by its entry in jaxwm.runner.attack_registry. Strength lists

@@ -17,12 +17,19 @@ independent draws that the owner can regenerate. Each finished unit is appended 
 ``<workdir>/units.jsonl`` with the fingerprint of the fields that shaped it; a rerun skips the
 units whose line has the same fingerprint. :mod:`jaxwm.runner.study_report` then writes
 ``STUDY.md``, ``study.json`` and the plots.
+
+With ``study.workers`` = N > 1 this process first trains every victim the units to run need,
+then runs those units in N worker processes (:mod:`jaxwm.runner.study_pool`), each unit's
+output in its own ``log.txt``; this process alone appends to ``units.jsonl`` and prints the
+progress lines. The records are the same as with one process, and the worker count is not in a
+unit's fingerprint, so a rerun with another count reuses the finished units.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,14 +42,16 @@ from typing import Any
 
 import ml_collections
 
-from jaxwm.errors import ConfigError
+from jaxwm.errors import ConfigError, JobError
 from jaxwm.runner import (
     attack_runs,
     config,
     experiments,
     fingerprint,
+    logfile,
     preflight,
     runs,
+    study_pool,
     study_report,
 )
 from jaxwm.runner.config_fields import FROM_POINT
@@ -261,6 +270,81 @@ def read_units(path: Path) -> list[dict[str, Any]]:
     return units
 
 
+def _append(path: Path, unit: dict[str, Any]) -> None:
+    """Appends ``unit`` to ``units.jsonl`` at once: a killed study keeps every finished unit."""
+    torn = path.is_file() and not path.read_bytes().endswith(b"\n") and path.stat().st_size
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + json.dumps(unit) + "\n")  # after a torn line
+
+
+def _progress(tag: str, unit: dict[str, Any]) -> str:
+    """A finished unit's progress line: accuracies, retention, attacked or not, wall time."""
+    m = unit["methods"]
+    return (f"{tag}: victim {100 * unit['victim_accuracy']:.2f}%, " + ", ".join(
+            f"{k} {100 * v['accuracy']:.2f}% / {100 * v['retention']:.0f}% retention"
+            for k, v in m.items()) + (", attacked" if unit["attacks"] else ", not attacked")
+            + f" ({unit['wall_s']:.0f} s)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """A unit left for the worker processes (``study.workers`` > 1)."""
+
+    tag: str  # its progress line's start, ``[study i/N] cell seed s key k``
+    name: str
+    seed: int
+    key: int
+    fingerprint: str
+    sub: ml_collections.ConfigDict  # its pipeline config, seed set, victim not yet
+    kinds: tuple
+    unit_dir: Path
+
+
+def _run_in_workers(pending: list[_Pending], cfg: ml_collections.ConfigDict, workdir: Path,
+                    secret: str) -> None:  # fmt: skip
+    """Trains the victims ``pending`` needs, then runs its units in ``study.workers`` processes.
+
+    Raises:
+      JobError: a unit failed (after the running ones finished and were appended), naming it.
+    """
+    # Every victim first, here: two units sharing one must not both train it, and each worker
+    # would otherwise compile the victim's training programs too.
+    for p in pending:
+        with contextlib.redirect_stdout(sys.stderr):
+            p.sub.pipeline.victim = str(_victim(p.sub, workdir))
+    calls, by_label = [], {}
+    for p in pending:
+        sub = ml_collections.ConfigDict(p.sub.to_dict())
+        sub.restart = True
+        sub.watermark.secret = ""  # the worker sets the unit's key; the owner's stays here
+        call = study_pool.Call(
+            label=f"study unit {p.name} seed {p.seed} key {p.key}",
+            log=p.unit_dir / logfile.LOG_NAME,
+            fn=study_pool.run_logged,
+            args=(run_unit, sub.to_dict(), str(p.unit_dir), derived_key(secret, p.key), p.kinds,
+                  cfg.study.attack_max_drop),
+        )  # fmt: skip
+        calls.append(call)
+        by_label[call.label] = p
+    n = min(cfg.study.workers, len(calls))
+    _say(f"study: {len(calls)} units in {n} worker processes; each unit's output goes to its "
+         f"own {logfile.LOG_NAME} (units/<cell>/s<seed>-k<key>/)")  # fmt: skip
+    path = workdir / UNITS_FILE
+
+    def on_done(call: study_pool.Call, result: tuple[dict[str, Any], float]) -> None:
+        p = by_label[call.label]
+        unit, wall = result
+        unit.update(cell=p.name, seed=p.seed, key=p.key, fingerprint=p.fingerprint, wall_s=wall)
+        _append(path, unit)
+        _say(_progress(p.tag, unit))
+
+    try:
+        study_pool.run_calls(calls, cfg.study.workers, on_done)
+    except JobError as e:
+        raise JobError(f"{e}; the units that finished are in {path}: run the same command "
+                       "again to resume") from None  # fmt: skip
+
+
 def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Mode ``study``: every (cell, seed, key) unit, resumable, then ``STUDY.md``.
 
@@ -285,6 +369,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     path = workdir / UNITS_FILE
     done = {(u["cell"], u["seed"], u["key"], u["fingerprint"]) for u in read_units(path)}
     wanted = set()
+    pending: list[_Pending] = []  # study.workers > 1: the units left for the workers, in order
     for i, (name, base, seed, key) in enumerate(plan):
         sub = ml_collections.ConfigDict(base.to_dict())
         sub.seed = seed
@@ -298,6 +383,10 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         if cfg.study.report_only:
             _say(f"{tag}: not done, left out (study.report_only)")
             continue
+        unit_dir = workdir / "units" / name / f"s{seed}-k{key}"
+        if cfg.study.workers > 1:
+            pending.append(_Pending(tag, name, seed, key, fp, sub, unit_kinds, unit_dir))
+            continue
         t1 = time.perf_counter()
         # A victim's, a unit's Table 1 and attack table go to stderr (and log.txt): stdout
         # carries one report, STUDY.md.
@@ -305,18 +394,13 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             sub.pipeline.victim = str(_victim(sub, workdir))
         sub.restart = True
         with _only_key(sub, derived_key(secret, key)), contextlib.redirect_stdout(sys.stderr):
-            unit = run_unit(sub, workdir / "units" / name / f"s{seed}-k{key}", unit_kinds,
-                            cfg.study.attack_max_drop)  # fmt: skip
+            unit = run_unit(sub, unit_dir, unit_kinds, cfg.study.attack_max_drop)
         unit.update(cell=name, seed=seed, key=key, fingerprint=fp,
                     wall_s=time.perf_counter() - t1)  # fmt: skip
-        torn = path.is_file() and not path.read_bytes().endswith(b"\n") and path.stat().st_size
-        with open(path, "a") as f:  # at once: a killed study keeps every finished unit
-            f.write(("\n" if torn else "") + json.dumps(unit) + "\n")  # after a torn line
-        m = unit["methods"]
-        _say(f"{tag}: victim {100 * unit['victim_accuracy']:.2f}%, " + ", ".join(
-            f"{k} {100 * v['accuracy']:.2f}% / {100 * v['retention']:.0f}% retention"
-            for k, v in m.items()) + (", attacked" if unit["attacks"] else ", not attacked")
-            + f" ({unit['wall_s']:.0f} s)")  # fmt: skip
+        _append(path, unit)
+        _say(_progress(tag, unit))
+    if pending:
+        _run_in_workers(pending, cfg, workdir, secret)
     # Lines of units made with other fields (an earlier grid or config) are not this study's.
     units = [
         u for u in read_units(path) if (u["cell"], u["seed"], u["key"], u["fingerprint"]) in wanted
