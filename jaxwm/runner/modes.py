@@ -77,6 +77,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     config.validate(cfg)
     if cfg.mode == "reproduce" and cfg.reproduce.processes != 1:
         procpool.leave_devices_to_jobs()  # before JAX touches a GPU: the units run elsewhere
+    if cfg.mode == "study" and cfg.study.workers > 1:
+        # This process and its workers share the devices: none may take most of a GPU's memory
+        # up front (the workers inherit the setting).
+        procpool.leave_devices_to_jobs()
     if jax.process_count() > 1 and cfg.mode != "train":
         raise ConfigError(
             f"mode {cfg.mode!r} runs in a single process; multi-process launches support "
