@@ -258,6 +258,32 @@ def test_cache_hit_still_hashes_the_source(tmp_path, monkeypatch):
     assert calls == [path]
 
 
+def test_a_reload_is_served_from_memory_while_its_cache_file_is_unchanged(tmp_path, monkeypatch):
+    files, _ = make_files(train=1, test=1)
+    path, cache = write_source(tmp_path, "tar.gz", files), tmp_path / "cache"
+    first = load(path, cache)  # decoded, then kept: read-only, as later loads share it
+    assert not any(getattr(first, f"{s}_{k}").flags.writeable
+                   for s in ("train", "test") for k in ("images", "labels"))  # fmt: skip
+    with pytest.raises(ValueError, match="read-only"):
+        first.train_images[0] = 0
+    reads = []
+    real = imagefolder._read_cache
+    monkeypatch.setattr(imagefolder, "_read_cache", lambda *a: reads.append(a) or real(*a))
+    assert load(path, cache) is first and reads == []
+    # A rewritten cache file (same bytes, new ctime and inode) is read again, then kept.
+    [npz] = cache.glob("*.npz")
+    data = npz.read_bytes()
+    npz.unlink()
+    npz.write_bytes(data)
+    again = load(path, cache)
+    assert again is not first and len(reads) == 1
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    assert load(path, cache) is again and len(reads) == 1
+    # Another cache directory is another file: read from there.
+    load(path, tmp_path / "cache2")
+    assert len(reads) == 2
+
+
 def test_source_key_is_the_content_hash(tmp_path):
     files, _ = make_files(train=1, test=1)
     tar = write_source(tmp_path, "tar", files)
