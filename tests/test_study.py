@@ -107,6 +107,7 @@ def test_workers_give_the_records_of_one_process(done, tmp_path):
     for c, _, k in units:
         assert "Table 1 analogue" in (tmp_path / f"units/{c}/s0-k{k}/log.txt").read_text()
     assert proc.stdout.lstrip().startswith("# The deciding study")
+    assert "(victims not included, 2 units at a time, over every invocation)" in proc.stdout
     _no_key_written(tmp_path, [SECRET, study.derived_key(SECRET, 0), study.derived_key(SECRET, 1)])
     # study.workers is not in a unit's fingerprint: one process reuses every unit.
     again = run_mode(*STUDY, f"--workdir={tmp_path}", "--config.study.num_keys=2")

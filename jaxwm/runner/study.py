@@ -406,4 +406,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         u for u in read_units(path) if (u["cell"], u["seed"], u["key"], u["fingerprint"]) in wanted
     ]
     latest = {(u["cell"], u["seed"], u["key"]): u for u in units}  # a redone unit: its last line
-    return study_report.write(list(latest.values()), cfg, workdir, time.perf_counter() - t0)
+    # In plan order, not the order units finished in (workers): the same report either way.
+    order = {(n, s, k): i for i, (n, _, s, k) in enumerate(plan)}
+    units = sorted(latest.values(), key=lambda u: order[(u["cell"], u["seed"], u["key"])])
+    return study_report.write(units, cfg, workdir, time.perf_counter() - t0)

@@ -237,6 +237,10 @@ def render(agg: dict[str, Any], verdict: dict[str, Any], cfg: ml_collections.Con
     """``STUDY.md``: the verdicts, the per-cell table and the paired comparisons."""
     s = cfg.study
     total_s = sum(row["wall_s"] for row in agg.values())
+    # One process trains a victim inside the first unit that needs it; with study.workers > 1
+    # the victims are trained before the units start, and units overlap in time.
+    victims = "victims included" if s.workers == 1 else (
+        f"victims not included, {s.workers} units at a time")  # fmt: skip
     lines = [
         "# The deciding study (jaxwm mode=study)", "",
         f"Data {cfg.data.source}, model widths {tuple(cfg.model.widths)} stages "
@@ -244,7 +248,7 @@ def render(agg: dict[str, Any], verdict: dict[str, Any], cfg: ml_collections.Con
         f"key(s) per cell; attacks {', '.join(s.attack_kinds) or 'none'} on the units of "
         f"cell(s) {', '.join(s.attack_cells) or 'none'} whose partitioned model lost <= "
         f"{100 * s.attack_max_drop:g} points. Wall time: {total_s / 60:.1f} min summed over the "
-        f"units (victims included, over every invocation), {wall_s:.0f} s this invocation. "
+        f"units ({victims}, over every invocation), {wall_s:.0f} s this invocation. "
         "Figures: mean [95% t interval] (n units) in percent / points.", "",
     ]  # fmt: skip
     planned = len(s.cells) * len(s.seeds) * s.num_keys
