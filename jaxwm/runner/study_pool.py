@@ -58,7 +58,7 @@ class Call:
     """One call to run in a worker.
 
     Attributes:
-      label: What the call is, as an error names it (e.g. ``mixed_2 seed 0 key 1``).
+      label: What the call is, as an error names it (e.g. ``study unit mixed_2 seed 0 key 1``).
       log: Where the call's output goes, named in an error.
       fn: A module-level function (sent by reference: the worker imports its module).
       args: Its arguments (pickled through the pipe, never on a command line or in a file).
