@@ -21,12 +21,12 @@ Command:   JAXWM_SECRET=<key> python launch.py --config=configs/study_mnist.py \
              --workdir=runs/study_mnist
 Smaller:   add --config.study.seeds="(0,)" --config.study.num_keys=1 \\
              --config.study.cells="('early_stop_0.85: embed.operating_point=matched',)"
-Runtime:   whole grid (72 units, 6 attacked), measured at efd6f8d on the idle 2-core machine
-           as the one command above from an empty workdir: 63:56 wall (the 60-minute target is
-           missed by 4 minutes), 102 CPU-minutes, peak RSS 1.84 GB; per unit 21-64 s, attacked
-           verdict units 112-241 s (the first of a seed includes its ~110 s victim),
-           content_target 21-92 s. (At e2746d9, before the savings the README lists: 111 min
-           as two concurrent processes.) The smaller command: 436 s at e2746d9, not re-measured.
+Runtime:   whole grid (72 units, 6 attacked), measured at 4dce0e3 on the idle 2-core machine
+           as the one command above from an empty workdir, with study.workers=2 (presets):
+           53:02 wall (target 60 minutes), 101 CPU-minutes, largest process 1.65 GB; victims
+           7:05 (107-142 s each), then the units two at a time (per unit 30-130 s, attacked
+           verdict units 182-244 s). The same grid as one process (study.workers=1, efd6f8d):
+           63:56, with every unit record identical. The smaller command: 436 s at e2746d9.
 Expected:  (the smaller command, seed 0, key 0) victim 98.63%; partitioned 95.38% / 87%
            retention (stopped at epoch 59), baseline 94.16% / 87% (epoch 21). The whole grid
            (n = 9 per cell): victim 98.69%; verdict cell partitioned 93.32% / 84.1%, baseline
