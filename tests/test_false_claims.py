@@ -35,7 +35,12 @@ def world():
 
     secret = "9b1e0c7f3a5d2e8c4f6a1b3d5e7c9f0a2b4d6e8f1a3c5e7b9d0f2a4c6e8b1d3f"  # fixed: no flakes
     owner = {}
-    for name, kind, policy in [("random", "noise", "random"), ("content", "content", "target")]:
+    # Content triggers with random labels: with one target label the model tends to send any
+    # stamp to it, fresh-key control stamps included, so whether the rank test can attribute it
+    # depends on the numerics (under jax 0.11.2 one of 1,000 control sets tied the owner's).
+    # The study found the same on MNIST (README, The deciding study: content_target owned in 3
+    # of 9 units); the honest owner here uses random labels, which stay key-specific.
+    for name, kind, policy in [("random", "noise", "random"), ("content", "content", "random")]:
         src = {} if kind == "noise" else {"source_images": ds.train_images,
                                            "source_labels": ds.train_labels}  # fmt: skip
         ts = triggers.make_trigger_set(kind, secret=secret, size=32, image_shape=ds.image_shape,
