@@ -35,6 +35,8 @@ def test_defaults_are_valid():
         ("train.momentum", 1.5, "'train.momentum' must be in [0, 1)"),
         ("model.dtype", "int8", "'model.dtype'"),
         ("train.optimizer", "lamb", "'train.optimizer'"),
+        ("study.seeds", (0, 0, 1), "distinct seeds"),  # one unit directory twice
+        ("reproduce.seeds", (), "distinct seeds"),
     ],
 )
 def test_out_of_range(field, value, message):

@@ -74,7 +74,9 @@ POSITIVE = Check(lambda v: v > 0, "> 0")
 NONNEG = Check(lambda v: v >= 0, ">= 0")
 UNIT_OPEN = Check(lambda v: 0 < v < 1, "in (0, 1)")
 UNIT_RIGHT_OPEN = Check(lambda v: 0 <= v < 1, "in [0, 1)")
-SEEDS = Check(lambda v: len(v) > 0, "a non-empty tuple of seeds")
+# Distinct: a repeated seed names the same run directory twice (with study.workers, two
+# processes writing one unit directory at once).
+SEEDS = Check(lambda v: len(v) > 0 and len(set(v)) == len(v), "a non-empty tuple of distinct seeds")
 SOME_METHODS = tuple_of(lambda m: m in METHODS, "a non-empty tuple of " + "|".join(METHODS))
 
 F = Field  # short: the table below is one call per field

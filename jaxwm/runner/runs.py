@@ -217,17 +217,11 @@ def victim_accuracy_key(params, state, model, ds: data.Dataset) -> tuple:
         *jax.tree_util.tree_leaves_with_path(state),
     ]
     for path, leaf in leaves:
-        h.update(jax.tree_util.keystr(path).encode())
-        _hash_arrays(h, [np.asarray(leaf)])
-    _hash_arrays(h, [ds.test_images, ds.test_labels])
-    return (model.name, tuple(ds.mean), tuple(ds.std), h.hexdigest())
-
-
-def _hash_arrays(h, arrays) -> None:
-    for arr in arrays:
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype}{a.shape}".encode())
+        a = np.ascontiguousarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
         h.update(a.data)
+    test_split = triggers.source_digest(ds.test_images, ds.test_labels)
+    return (model.name, tuple(ds.mean), tuple(ds.std), h.hexdigest(), test_split)
 
 
 def write_manifests(directory: Path, sets, dataset: str) -> str:
